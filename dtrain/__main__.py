@@ -1,0 +1,74 @@
+"""The command line: `python -m dtrain [overrides]`, `-m` for a multirun, `resume=<run dir>`."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from dtrain.cli_errors import exit_on_config_error
+from dtrain.config.errors import ConfigError
+
+# Keys a continued run may change; anything else would make it a different run.
+RESUMABLE_KEYS = (
+    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
+    "trainer.accelerator", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "test", "logger.wandb.mode",
+)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def hydra_main(cfg: DictConfig) -> None:
+    from dtrain.train import run
+
+    exit_on_config_error(run, cfg)
+
+
+def preflight(overrides: list[str]) -> None:
+    """Compose once before Hydra does, so that a mistake ends in one line and leaves no run
+    directory behind (Hydra would create it before our code runs)."""
+    from dtrain.config.compose import compose
+    from dtrain.config.validate import check_devices, validate, writable_dir
+
+    cfg = compose(overrides, hydra=True)
+    validate(cfg)
+    check_devices(cfg.trainer)
+    if not writable_dir(Path(cfg.hydra.run.dir)):
+        raise ConfigError("hydra.run.dir", f"cannot create {cfg.hydra.run.dir}; set paths.runs_dir to a writable folder")
+
+
+def resume(run_dir: str, overrides: list[str]) -> None:
+    """Continue the run in `run_dir` with its saved config, changing only RESUMABLE_KEYS."""
+    import yaml
+    from omegaconf import OmegaConf, open_dict
+
+    from dtrain.run_dir import CONFIG_FILE, load_config
+
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise ConfigError("resume", f"{run_dir} is not a dtrain run directory (no {CONFIG_FILE}); give the directory a run printed at its end")
+    cfg = load_config(Path(run_dir))
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key not in RESUMABLE_KEYS:
+            raise ConfigError(key, f"cannot be changed when resuming; a resumed run may change only {', '.join(RESUMABLE_KEYS)}")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    with open_dict(cfg):
+        cfg.resume = str(Path(run_dir).resolve())
+    from dtrain.train import run
+
+    run(cfg)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    resumes = [a for a in args if a.startswith("resume=")]
+    if resumes:
+        others = [a for a in args if not a.startswith("resume=")]
+        exit_on_config_error(resume, resumes[-1].partition("=")[2], others)
+        return
+    if not any(a.startswith("-") for a in args):  # a single run (flags: multirun, --help, --cfg)
+        exit_on_config_error(preflight, args)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

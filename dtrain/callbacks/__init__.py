@@ -1,0 +1,1 @@
+"""Callbacks dtrain adds to Lightning's: reproducible randomness, throughput."""

@@ -1,0 +1,18 @@
+"""Seeds torch's RNG from the position in training before every batch, so a resumed run draws
+the same dropout masks and noise as an uninterrupted one."""
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, batch_idx, rank]).generate_state(1)[0])
+
+
+class StepSeed(Callback):
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))

@@ -1,0 +1,16 @@
+"""How a user's mistake ends a command: one line on stderr naming the key, exit status 2."""
+
+import sys
+from collections.abc import Callable
+
+from dtrain.config.errors import ConfigError
+
+EXIT_CONFIG_ERROR = 2
+
+
+def exit_on_config_error(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as error:
+        print(f"dtrain: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)

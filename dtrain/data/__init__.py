@@ -1,0 +1,1 @@
+"""LightningDataModules, one file per kind of data."""

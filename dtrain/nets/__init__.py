@@ -1,0 +1,1 @@
+"""Plain nn.Modules, one file per architecture family: no Lightning, no Hydra, no I/O."""

@@ -1,0 +1,139 @@
+"""Transformer over token sequences: decoder-only (causal=True, GPT-style) or encoder-only
+(causal=False, BERT-style), pre-norm blocks, learned positions, no weight tying.
+
+Every linear layer is its own module with a stable name (attn.q/k/v/out, mlp.up/down) so
+tensor-parallel plans can shard them, and the model is an ordered stack (embed, blocks, head)
+so a pipeline can split it. Heads are inferred from the tensors, which lets a tensor-parallel
+rank hold a subset of them without any change here.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.head_dim = d_model // n_heads
+        self.causal = causal
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.k = nn.Linear(d_model, d_model, bias=False)
+        self.v = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q, k, v = (
+            proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            for proj in (self.q, self.k, self.v)
+        )
+        mask = None if padding_mask is None else padding_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal and mask is None,
+        )
+        return self.out(y.transpose(1, 2).reshape(batch, length, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, hidden: int, dropout: float):
+        super().__init__()
+        self.up = nn.Linear(d_model, hidden)
+        self.down = nn.Linear(hidden, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, dropout, causal)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = FeedForward(d_model, mlp_ratio * d_model, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), padding_mask))
+        return x + self.mlp(self.norm2(x))
+
+
+class Embedding(nn.Module):
+    def __init__(self, vocab_size: int, max_len: int, d_model: int, dropout: float):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, d_model)
+        self.positions = nn.Embedding(max_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return self.dropout(self.tokens(tokens) + self.positions(positions))
+
+
+class Head(nn.Module):
+    def __init__(self, d_model: int, out_features: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x))
+
+
+class Transformer(nn.Module):
+    """Tokens (batch, length) -> logits (batch, length, out_features or vocab_size)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        causal: bool = True,
+        out_features: int | None = None,
+    ):
+        super().__init__()
+        self.max_len = max_len
+        self.embed = Embedding(vocab_size, max_len, d_model, dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, causal) for _ in range(n_layers))
+        self.head = Head(d_model, out_features or vocab_size)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.out.weight", "mlp.down.weight")):  # GPT-2's residual scaling
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def features(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states before the head: (batch, length, d_model)."""
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, padding_mask)
+        return x
+
+    def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(tokens, padding_mask))
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token (forward + backward), nanoGPT's 6N + attention estimate."""
+        n_params = sum(p.numel() for p in self.parameters()) - self.embed.positions.weight.numel()
+        d_model = self.embed.tokens.embedding_dim
+        return 6 * n_params + 12 * len(self.blocks) * d_model * self.max_len

@@ -1,0 +1,1 @@
+"""What Lightning lacks for a strategy: process layouts, CPU shims, sharding plans."""

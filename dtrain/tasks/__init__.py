@@ -1,0 +1,1 @@
+"""LightningModules, one per kind of learning problem; each wraps a plain net."""

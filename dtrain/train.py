@@ -1,0 +1,82 @@
+"""One run, top to bottom: validate, seed, data, model, callbacks, loggers, trainer, fit, test."""
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dtrain.config.errors import ConfigError
+from dtrain.config.validate import check_devices, validate
+from dtrain.launch.local import local_ranks
+from dtrain.run_dir import fix_run_dir, save_config, write_env_record
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and test the run `cfg` describes; return its test metrics (and data baselines).
+
+    The same function serves the command line, every extra rank, Slurm jobs, Ray Tune trials
+    and tests. `cfg.paths.run_dir` must be a concrete path when called outside Hydra.
+    """
+    validate(cfg)  # user mistakes, reported before torch is even imported
+    processes = check_devices(cfg.trainer)
+    run_dir = fix_run_dir(cfg)
+
+    import lightning as L
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from dtrain.checkpoints import newest_valid_checkpoint
+
+    ckpt_path = None
+    if cfg.get("resume"):
+        ckpt_path = newest_valid_checkpoint(run_dir)
+        if ckpt_path is None:
+            raise ConfigError("resume", f"{run_dir} holds no valid checkpoint to resume from; start a new run instead")
+    if rank_zero_only.rank == 0:
+        save_config(cfg, run_dir)
+
+    with local_ranks(cfg.trainer, processes, run_dir):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+        datamodule = instantiate(cfg.data)
+        with open_dict(cfg):
+            cfg.shapes = datamodule.shapes  # lets the net config say ${shapes.num_classes}
+        model = instantiate(cfg.model)
+
+        callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+        loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        check_batch_split(cfg, trainer)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if trainer.is_global_zero:
+            write_env_record(run_dir, trainer)
+
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+        metrics = {}
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics = {key: float(value) for key, value in metrics.items()}
+        metrics.update({f"baseline/{key}": value for key, value in datamodule.baselines.items()})
+        for logger in trainer.loggers:
+            logger.finalize("success")
+
+    if rank_zero_only.rank == 0:
+        report(metrics, run_dir)
+    return metrics
+
+
+def check_batch_split(cfg: DictConfig, trainer) -> None:
+    """The global batch must split evenly over data-parallel ranks and accumulation steps."""
+    from dtrain.data.base import per_device_batch
+    from dtrain.parallel.mesh import data_parallel_size
+
+    per_device_batch(cfg.data.batch_size, data_parallel_size(trainer), trainer.accumulate_grad_batches)
+
+
+def report(metrics: dict[str, float], run_dir: Path) -> None:
+    width = max((len(key) for key in metrics), default=0)
+    for key, value in sorted(metrics.items()):
+        print(f"{key:<{width}}  {value:.4f}")
+    print(f"run directory: {run_dir}")
