@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from dtrain.config.errors import ConfigError
 
-_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
+_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "OMP_NUM_THREADS")
 
 
 def launched_externally() -> bool:
@@ -64,8 +64,16 @@ def local_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator[
         return
     if int(trainer.get("num_nodes", 1)) > 1:
         raise ConfigError("trainer.num_nodes", "several nodes need a cluster launcher: torchrun, srun (launcher=slurm) or Ray")
+    import torch
+
     saved = {key: os.environ.get(key) for key in _DIST_ENV}
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes), NODE_RANK="0", LOCAL_RANK="0")
+    saved_threads = torch.get_num_threads()
+    threads = max(1, (os.cpu_count() or 1) // processes)  # ranks sharing the cores must not oversubscribe them
+    torch.set_num_threads(threads)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes), NODE_RANK="0",
+        LOCAL_RANK="0", OMP_NUM_THREADS=str(threads),
+    )
     procs = [
         subprocess.Popen([sys.executable, "-m", "dtrain.launch.rank", str(run_dir)], env={**os.environ, "LOCAL_RANK": str(rank)})
         for rank in range(1, processes)
@@ -85,12 +93,11 @@ def local_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator[
             if p.poll() is None:
                 p.terminate()
                 p.wait()
+        torch.set_num_threads(saved_threads)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,41 @@
+"""Shared fixtures: compose a run the way the command line would and run it in-process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def train(tmp_path):
+    """train(*overrides) -> (metrics, run_dir): `python -m dtrain <overrides>`, in this process.
+
+    W&B is left out unless a test asks for it (`logger=[csv,wandb]`): it starts a service.
+    """
+    from dtrain.config.compose import compose
+    from dtrain.train import run
+
+    counter = iter(range(1000))
+
+    def _train(*overrides: str, run_dir: Path | None = None):
+        run_dir = run_dir or tmp_path / f"run{next(counter)}"
+        args = ["logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides]
+        cfg = compose(args, run_dir=run_dir)
+        return run(cfg), run_dir
+
+    return _train
+
+
+def dtrain_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m dtrain <args>` as a user would run it; runs go under `cwd`/runs."""
+    full_env = {**os.environ, "DTRAIN_RUNS_DIR": str(cwd / "runs"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
