@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up (see setup.sh) and runs the whole test suite: the default tests, then the slow ones
+# (convergence bars, long multi-process runs). Pass pytest arguments to run a subset instead.
+# Inside a loopback-only network namespace where we may make one, since Ray otherwise probes
+# and binds the machine's external interface.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if [ $# -gt 0 ]; then
+  tests=".venv/bin/python -m pytest $*"
+else
+  tests='.venv/bin/python -m pytest -q -m "not slow" && .venv/bin/python -m pytest -q -m slow'
+fi
+if unshare -n true 2>/dev/null; then
+  exec unshare -n sh -c "ip link set lo up && $tests"
+else
+  exec sh -c "$tests"
+fi
