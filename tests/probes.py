@@ -1,0 +1,38 @@
+"""Test instruments that plug into a run like any user callback (`+callbacks.probe._target_=...`)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def fingerprint(batch) -> str:
+    """A short hash of a batch's tensors: equal batches, equal fingerprints."""
+    digest = hashlib.sha1()
+    for tensor in batch if isinstance(batch, (list, tuple)) else [batch]:
+        if isinstance(tensor, torch.Tensor):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class RankProbe(Callback):
+    """Writes <run>/probe/rank<r>.json (fingerprints of the batches this rank trained on) and
+    rank<r>.pt (this rank's final parameters, as this rank holds them)."""
+
+    def __init__(self, max_batches: int = 1000):
+        self.max_batches = max_batches
+        self.batches: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if len(self.batches) < self.max_batches:
+            self.batches.append(fingerprint(batch))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        out = Path(trainer.default_root_dir) / "probe"
+        out.mkdir(parents=True, exist_ok=True)
+        rank = trainer.global_rank
+        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": trainer.world_size, "batches": self.batches}))
+        params = {name: p.detach().cpu().clone() for name, p in pl_module.named_parameters()}
+        torch.save(params, out / f"rank{rank}.pt")
