@@ -1,0 +1,1 @@
+"""Loggers where Lightning's own need a change for resumed runs."""
