@@ -132,6 +132,11 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(tokens, padding_mask))
 
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The net as ordered layers, each fed the previous one's output: running them in turn on
+        tokens equals forward(tokens) (no padding mask). Pipeline parallelism splits this list."""
+        return [self.embed, *self.blocks, self.head]
+
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), nanoGPT's 6N + attention estimate."""
         n_params = sum(p.numel() for p in self.parameters()) - self.embed.positions.weight.numel()
