@@ -59,8 +59,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics = {key: float(value) for key, value in metrics.items()}
         metrics.update({f"baseline/{key}": value for key, value in datamodule.baselines.items()})
-        for logger in trainer.loggers:
-            logger.finalize("success")
+        finish_loggers(trainer.loggers)
 
     if rank_zero_only.rank == 0:
         report(metrics, run_dir)
@@ -73,6 +72,20 @@ def check_batch_split(cfg: DictConfig, trainer) -> None:
     from dtrain.parallel.mesh import data_parallel_size
 
     per_device_batch(cfg.data.batch_size, data_parallel_size(trainer), trainer.accumulate_grad_batches)
+
+
+def finish_loggers(loggers) -> None:
+    """Close the loggers so their files are complete when run() returns; a W&B run left open
+    would also be taken over by the next run in this process."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        logger.finalize("success")
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:

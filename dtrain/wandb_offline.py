@@ -1,0 +1,56 @@
+"""Reads an offline W&B run file (`run-<id>.wandb`) back: wandb ships no public reader for it.
+
+The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of records, each a 7-byte
+header (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last) and a chunk of a
+serialized `wandb_internal_pb2.Record`.
+"""
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+_BLOCK = 32 * 1024
+_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _payloads(data: bytes) -> Iterator[bytes]:
+    offset, pending = _HEADER, b""
+    while offset + _HEADER <= len(data):
+        left_in_block = _BLOCK - offset % _BLOCK
+        if left_in_block < _HEADER:  # block tail too short for a header: padding
+            offset += left_in_block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[offset : offset + _HEADER])
+        chunk = data[offset + _HEADER : offset + _HEADER + length]
+        offset += _HEADER + length
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+        else:  # zeros: the writer left the rest of this block unused
+            offset = (offset - _HEADER - length) // _BLOCK * _BLOCK + _BLOCK
+
+
+def read_history(path: Path) -> list[dict]:
+    """Every `history` row the run logged, as {key: value}."""
+    from wandb.proto import wandb_internal_pb2
+
+    rows = []
+    for payload in _payloads(Path(path).read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The offline W&B run files under a dtrain run directory, oldest first."""
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
