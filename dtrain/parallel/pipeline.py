@@ -98,6 +98,7 @@ class Pipeline(DDPStrategy):
         self._schedule = None
         self._stage_modules: list[list[nn.Module]] = []
         self._pp_group = self._dp_group = None
+        self._new_grads: list[torch.Tensor | None] = []
 
     @property
     def model_parallel_size(self) -> int:
@@ -170,29 +171,50 @@ class Pipeline(DDPStrategy):
         batch_size = _batch_size(batch)
         if self._schedule is None:
             self._build_schedule(batch_size)
-        self._current = {"batch": batch, "batch_idx": batch_idx, "losses": []}
+        self._current = {"batch": batch, "batch_idx": batch_idx}
+        losses: list[torch.Tensor] = []
         first, last = self.stage_index == 0, self.stage_index == self.stages - 1
+        params = self._stage_params()
+        # Lightning zeroes gradients between training_step and backward: the schedule's gradients
+        # are set aside here and added in backward(), leaving any accumulated ones as they were.
+        earlier = [p.grad for p in params]
+        for p in params:
+            p.grad = None
         with self.precision_plugin.train_step_context():
-            inputs, kw = self._net_inputs(batch, batch_idx) if first else ((), {})
+            inputs = self._net_inputs(batch, batch_idx) if first else ()
             target = torch.arange(batch_size, device=self.root_device) if last else None
-            self._schedule.step(*inputs, target=target, **kw)
-        loss = torch.stack(self._current["losses"]).mean() if last else torch.zeros((), device=self.root_device)
+            self._schedule.step(*inputs, target=target, losses=losses)
+        self._new_grads = [p.grad for p in params]
+        for p, grad in zip(params, earlier):
+            p.grad = grad
+        self._reduce_over_replicas(self._new_grads)
+        if last:  # the mean over micro-batches: their losses, each divided as the loss function did
+            loss = torch.stack([part.detach() for part in losses]).sum() * self._loss_divisor() / self.microbatches
+        else:
+            loss = torch.zeros((), device=self.root_device)
         dist.broadcast(loss, src=self._pp_ranks[-1], group=self._pp_group)
-        self._reduce_stage_grads()
         module.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def backward(self, closure_loss, optimizer, *args, **kwargs):
-        return closure_loss  # the schedule ran backward inside training_step
+        """The schedule ran backward inside training_step; its gradients are added now."""
+        for p, grad in zip(self._stage_params(), self._new_grads):
+            if grad is not None:
+                p.grad = grad if p.grad is None else p.grad + grad
+        self._new_grads = []
+        return closure_loss
 
-    def _net_inputs(self, batch, batch_idx) -> tuple[tuple, dict]:
+    def _stage_params(self) -> list[nn.Parameter]:
+        return [p for layer in self._stage_modules[self.stage_index] for p in layer.parameters()]
+
+    def _net_inputs(self, batch, batch_idx) -> tuple:
         try:
             with self._task_calls(_CaptureInput()):
                 self.lightning_module.training_step(batch, batch_idx)
         except _Captured as captured:
             if captured.kwargs:
                 raise ConfigError("trainer", f"trainer=pipeline feeds a net one input; this task also passes {sorted(captured.kwargs)}") from None
-            return captured.args, {}
+            return captured.args
         raise RuntimeError("the task's training_step never called its net")
 
     def _microbatch_loss(self, output, indices):
@@ -202,8 +224,10 @@ class Pipeline(DDPStrategy):
         with self._task_calls(_GivenOutput(output)):
             result = self.lightning_module.training_step(micro, step["batch_idx"])
         loss = result["loss"] if isinstance(result, dict) else result
-        step["losses"].append(loss.detach())
-        return loss / (self.microbatches * self.lightning_module.trainer.accumulate_grad_batches)
+        return loss / self._loss_divisor()
+
+    def _loss_divisor(self) -> int:
+        return self.microbatches * self.lightning_module.trainer.accumulate_grad_batches
 
     @contextmanager
     def _task_calls(self, stand_in: nn.Module):
@@ -220,14 +244,12 @@ class Pipeline(DDPStrategy):
             module._modules[slot] = net
             del module.log
 
-    def _reduce_stage_grads(self) -> None:
-        if dist.get_world_size(self._dp_group) == 1:
-            return
-        for layer in self._stage_modules[self.stage_index]:
-            for p in layer.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad, group=self._dp_group)
-                    p.grad /= dist.get_world_size(self._dp_group)
+    def _reduce_over_replicas(self, grads: list[torch.Tensor | None]) -> None:
+        replicas = dist.get_world_size(self._dp_group)
+        for grad in grads:
+            if grad is not None and replicas > 1:
+                dist.all_reduce(grad, group=self._dp_group)
+                grad /= replicas
 
     # -- the whole net, where it is used whole ------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,107 @@
+"""trainer=pipeline: the transformer split over 2 stages (2 processes), micro-batches on a GPipe or
+1F1B schedule, gives the unsplit model's losses and gradients, and every rank ends with the whole
+trained net."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tests.conftest import REPO, dtrain_cli
+
+# A tiny transformer, plain SGD (no schedule) so that equal gradients mean equal weights to
+# float tolerance; the global batch of 8 is 4 micro-batches of 2.
+TINY = (
+    "model=transformer", "budget=smoke", "model.net.d_model=32", "model.net.n_layers=2", "data.max_bytes=20000",
+    "data.batch_size=8", "model.optimizer._target_=torch.optim.SGD", "~model.optimizer.betas",
+    "model.optimizer.weight_decay=0.0", "model.optimizer.lr=0.5", "~model/scheduler",
+    "+callbacks.steps._target_=tests.test_pipeline.StepProbe",
+)
+CLI = ("logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor as the whole model sees it (DTensor shards gathered), on the CPU."""
+    if hasattr(tensor, "full_tensor"):
+        tensor = tensor.full_tensor()
+    return tensor.detach().cpu().clone()
+
+
+class StepProbe(Callback):
+    """Writes <run>/steps/rank<r>.pt: the loss of every step, the gradients this rank holds at
+    every optimizer step, and the parameters this rank holds once fitting is over."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+        self.grads: list[dict[str, torch.Tensor]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.grads.append({n: _full(p.grad) for n, p in pl_module.named_parameters() if p.grad is not None})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        out = Path(trainer.default_root_dir) / "steps"
+        out.mkdir(parents=True, exist_ok=True)
+        params = {n: _full(p) for n, p in pl_module.named_parameters()}
+        torch.save({"losses": self.losses, "grads": self.grads, "params": params}, out / f"rank{trainer.global_rank}.pt")
+
+
+def load_steps(run_dir: Path, world_size: int) -> list[dict]:
+    return [torch.load(run_dir / "steps" / f"rank{r}.pt") for r in range(world_size)]
+
+
+def test_metric(run_dir: Path, key: str = "test/loss") -> float:
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return float(next(row[key] for row in rows if row.get(key)))
+
+
+test_metric.__test__ = False  # a helper, not a test
+
+
+def launch(tmp_path: Path, *overrides: str) -> Path:
+    """`python -m dtrain <overrides>` in its own process (it starts the other ranks itself)."""
+    run_dir = tmp_path / "run"
+    result = dtrain_cli(*CLI, *overrides, cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(run_dir), "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[dict, float]:
+    """The unsplit model in one process on the same batches from the same initial weights."""
+    run_dir = launch(tmp_path_factory.mktemp("reference"), *TINY, "trainer=cpu")
+    return load_steps(run_dir, 1)[0], test_metric(run_dir)
+
+
+def assert_matches_reference(ranks: list[dict], reference: dict) -> None:
+    """Every rank: the reference's losses, its gradients for the parameters the rank trains and,
+    at the end, its weights for the whole net."""
+    close = dict(rtol=1e-4, atol=1e-6)
+    for rank in ranks:
+        torch.testing.assert_close(torch.tensor(rank["losses"]), torch.tensor(reference["losses"]), **close)
+        assert len(rank["grads"]) == len(reference["grads"]) == 3
+        for step, ref_step in zip(rank["grads"], reference["grads"]):
+            assert step, "a rank trained nothing"
+            for name, grad in step.items():
+                torch.testing.assert_close(grad, ref_step[name], **close, msg=lambda m, n=name: f"{n}: {m}")
+        for name, value in reference["params"].items():
+            torch.testing.assert_close(rank["params"][name], value, **close, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_pipeline_matches_unsplit_model(tmp_path, reference, schedule):
+    ref_steps, ref_test_loss = reference
+    run_dir = launch(tmp_path, *TINY, "trainer=pipeline", f"trainer.strategy.schedule={schedule}", "trainer.strategy.microbatches=4")
+    ranks = load_steps(run_dir, 2)
+    assert_matches_reference(ranks, ref_steps)
+    # The stages split the net: each parameter is trained by exactly one rank, and both train some.
+    owned = [set(rank["grads"][0]) for rank in ranks]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
+    assert owned[0] | owned[1] == set(ref_steps["grads"][0])
+    assert any("embed" in n for n in owned[0]) and any("head" in n for n in owned[1])
+    # Evaluation runs the whole net, brought up to date from both stages.
+    assert test_metric(run_dir) == pytest.approx(ref_test_loss, rel=1e-5)
