@@ -47,7 +47,9 @@ class StepProbe(Callback):
         out = Path(trainer.default_root_dir) / "steps"
         out.mkdir(parents=True, exist_ok=True)
         params = {n: _full(p) for n, p in pl_module.named_parameters()}
-        torch.save({"losses": self.losses, "grads": self.grads, "params": params}, out / f"rank{trainer.global_rank}.pt")
+        held = {n: tuple(getattr(p, "_local_tensor", p).shape) for n, p in pl_module.named_parameters()}
+        record = {"losses": self.losses, "grads": self.grads, "params": params, "local_shapes": held}
+        torch.save(record, out / f"rank{trainer.global_rank}.pt")
 
 
 def load_steps(run_dir: Path, world_size: int) -> list[dict]:
@@ -70,11 +72,17 @@ def launch(tmp_path: Path, *overrides: str) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
+_REFERENCE: dict[str, tuple[dict, float]] = {}
+
+
+@pytest.fixture
 def reference(tmp_path_factory) -> tuple[dict, float]:
-    """The unsplit model in one process on the same batches from the same initial weights."""
-    run_dir = launch(tmp_path_factory.mktemp("reference"), *TINY, "trainer=cpu")
-    return load_steps(run_dir, 1)[0], test_metric(run_dir)
+    """The unsplit model in one process on the same batches from the same initial weights
+    (run once per session, shared with the other strategies' tests)."""
+    if "tiny" not in _REFERENCE:
+        run_dir = launch(tmp_path_factory.mktemp("reference"), *TINY, "trainer=cpu")
+        _REFERENCE["tiny"] = load_steps(run_dir, 1)[0], test_metric(run_dir)
+    return _REFERENCE["tiny"]
 
 
 def assert_matches_reference(ranks: list[dict], reference: dict) -> None:

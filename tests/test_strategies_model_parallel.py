@@ -1,0 +1,43 @@
+"""trainer=model_parallel: the transformer's attention and MLP split over 2 tensor-parallel ranks
+(FSDP2 over the data-parallel dimension of the same mesh) train exactly like the unsharded model."""
+
+import pytest
+
+from tests.test_pipeline import TINY, assert_matches_reference, launch, load_steps, reference, test_metric  # noqa: F401
+
+
+def test_tensor_parallel_matches_unsharded_model(tmp_path, reference):  # noqa: F811
+    ref_steps, ref_test_loss = reference
+    run_dir = launch(tmp_path, *TINY, "trainer=model_parallel", "trainer.strategy.tensor_parallel_size=2")
+    ranks = load_steps(run_dir, 2)
+    # Both ranks load the same batch (one replica) and see the unsharded model's losses,
+    # gradients and final weights.
+    assert_matches_reference(ranks, ref_steps)
+    for rank in ranks:
+        assert set(rank["grads"][0]) == set(ref_steps["grads"][0])
+        # Each rank holds half of every planned layer: q/k/v and mlp.up by output rows,
+        # attn.out and mlp.down by input columns; the rest whole.
+        shapes = rank["local_shapes"]
+        for block in range(2):
+            prefix = f"net.blocks.{block}"
+            for name in ("attn.q", "attn.k", "attn.v"):
+                assert shapes[f"{prefix}.{name}.weight"] == (16, 32)
+            assert shapes[f"{prefix}.attn.out.weight"] == (32, 16)
+            assert shapes[f"{prefix}.mlp.up.weight"] == (64, 32)
+            assert shapes[f"{prefix}.mlp.down.weight"] == (32, 64)
+        assert shapes["net.head.proj.weight"] == (256, 32)
+    assert test_metric(run_dir) == pytest.approx(ref_test_loss, rel=1e-5)
+
+
+def test_plan_refuses_shapes_that_do_not_split():
+    """Heads are never cut in half: 1 head over 2 ranks is refused, naming the key to change."""
+    from dtrain.config.errors import ConfigError
+    from dtrain.nets.mlp import MLP
+    from dtrain.nets.transformer import Transformer
+    from dtrain.parallel.tensor_parallel import check_shapes
+
+    assert len(check_shapes(Transformer(256, 64, d_model=32, n_layers=2, n_heads=4), 2)) == 12
+    with pytest.raises(ConfigError, match="1 heads, which do not split over 2"):
+        check_shapes(Transformer(256, 64, d_model=32, n_layers=1, n_heads=1), 2)
+    with pytest.raises(ConfigError, match="tensor_parallel_size=1"):
+        check_shapes(MLP(8, 2), 2)
