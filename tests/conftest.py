@@ -35,7 +35,8 @@ def train(tmp_path):
 
 def dtrain_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m dtrain <args>` as a user would run it; runs go under `cwd`/runs."""
-    full_env = {**os.environ, "DTRAIN_RUNS_DIR": str(cwd / "runs"), **(env or {})}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # tests.probes
+    full_env = {**os.environ, "DTRAIN_RUNS_DIR": str(cwd / "runs"), "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -28,6 +28,8 @@ def compose(overrides: list[str] | tuple[str, ...] = (), run_dir: str | Path | N
         raise ConfigError("command line", str(error).splitlines()[0]) from None
     except ConfigCompositionException as error:
         raise _bad_key(error) from None
+    except ValueError as error:  # e.g. `group=null` (Hydra removes a default with `~group`)
+        raise ConfigError("command line", f"{error}; to drop a default choice write ~<group>") from None
     if run_dir is not None:
         with open_dict(cfg):
             cfg.paths.run_dir = str(run_dir)
