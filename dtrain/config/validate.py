@@ -55,6 +55,9 @@ def validate(cfg: DictConfig) -> None:
     runs_dir = Path(cfg.paths.runs_dir)
     if not writable_dir(runs_dir):
         raise ConfigError("paths.runs_dir", f"cannot create or write {runs_dir}; choose a writable folder, e.g. paths.runs_dir=$HOME/runs")
+    from dtrain.parallel.compat import check_compat
+
+    check_compat(cfg)
 
 
 def _device_count(devices, available: int) -> int:

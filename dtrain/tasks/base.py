@@ -1,10 +1,16 @@
-"""What every task shares: the net, the optimizer and schedule from config, lean loss logging."""
+"""What every task shares: the net, the optimizer and schedule from config, lean loss logging,
+and the net-level training options (compile, activation checkpointing)."""
 
+import functools
 from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch import nn
+
+# Options every task takes (`model.compile=true`, `model.activation_checkpointing=true`) without
+# each subclass having to name them in its own __init__.
+TASK_OPTIONS = ("compile", "activation_checkpointing")
 
 
 class Task(L.LightningModule):
@@ -13,7 +19,24 @@ class Task(L.LightningModule):
     `optimizer` is a partial taking the parameters (`model.optimizer` in the config);
     `scheduler` an optional partial taking the optimizer and, when it asks for it, the run's
     number of optimizer steps (`total_steps`). Subclasses define the steps and metrics.
+
+    Every task also accepts `compile` (torch.compile the net: the net, not the LightningModule,
+    whose `self.log` dynamo cannot trace) and `activation_checkpointing` (recompute each of the
+    net's repeated blocks in the backward pass instead of keeping its activations). Both keep
+    parameter names, so checkpoints load with or without them.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, compile: bool = False, activation_checkpointing: bool = False, **kwargs):
+            init(self, *args, **kwargs)
+            if type(self) is cls:  # the outermost class applies them once, after the net exists
+                self.apply_net_options(compile=compile, activation_checkpointing=activation_checkpointing)
+
+        cls.__init__ = __init__
 
     def __init__(
         self,
@@ -28,6 +51,16 @@ class Task(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+
+    def apply_net_options(self, compile: bool = False, activation_checkpointing: bool = False) -> None:
+        if activation_checkpointing:
+            blocks = repeated_blocks(self.net)
+            if not blocks:
+                raise ValueError(f"{type(self.net).__name__} has no repeated blocks to checkpoint")
+            for block in blocks:
+                checkpoint_forward(block)
+        if compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay as they are
 
     def forward(self, *args, **kwargs):
         return self.net(*args, **kwargs)
@@ -44,3 +77,30 @@ class Task(L.LightningModule):
         optimizer step, hence the +1), sparing every other step the logging machinery."""
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+
+def repeated_blocks(net: nn.Module) -> list[nn.Module]:
+    """The units worth checkpointing: the entries of the net's nn.ModuleLists (transformer blocks,
+    residual stages) or, in a net without any, the parameterised layers of its nn.Sequentials."""
+    blocks = [block for module in net.modules() if isinstance(module, nn.ModuleList) for block in module]
+    if not blocks:
+        blocks = [
+            layer for module in net.modules() if isinstance(module, nn.Sequential)
+            for layer in module if not isinstance(layer, nn.Sequential) and any(True for _ in layer.parameters())
+        ]
+    return blocks
+
+
+def checkpoint_forward(module: nn.Module) -> None:
+    """Make `module` keep only its inputs for backward and recompute the rest (non-reentrant
+    checkpointing, which works under DDP, FSDP and DeepSpeed alike)."""
+    from torch.utils.checkpoint import checkpoint
+
+    forward = module.forward
+
+    def checkpointed(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    module.forward = checkpointed

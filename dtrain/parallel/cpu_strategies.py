@@ -1,0 +1,101 @@
+"""Strategy factories for the sharded trainers: Lightning's FSDP and DeepSpeed strategies on GPUs,
+and the smallest subclasses that let the same strategies run on the CPU with gloo (tests, laptops)."""
+
+import argparse
+
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.strategies.ddp import DDPStrategy
+from lightning.fabric.utilities.seed import reset_seed
+
+from dtrain.parallel.deepspeed_config import offloads_optimizer, persistent_extensions_dir, to_cpu_adam
+
+
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+class DeepSpeed(DeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy, swapping a torch Adam/AdamW for DeepSpeed's CPU Adam when the
+    optimizer is offloaded (DeepSpeed refuses any other optimizer there)."""
+
+    def _init_optimizers(self):
+        optimizer, scheduler = super()._init_optimizers()
+        if offloads_optimizer(self.config):
+            optimizer = to_cpu_adam(optimizer)
+            if scheduler is not None:
+                scheduler.scheduler.optimizer = optimizer
+        return optimizer, scheduler
+
+
+class CPUDeepSpeed(DeepSpeed):
+    """DeepSpeed on the CPU: Lightning checks for CUDA and device indices that CPUs lack; DeepSpeed
+    itself picks its CPU accelerator and gloo."""
+
+    def setup_environment(self) -> None:
+        DDPStrategy.setup_environment(self)  # skips DeepSpeedStrategy's CUDA-only check
+
+    def setup_distributed(self) -> None:
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
+        import deepspeed
+
+        engine, ds_optimizer, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.local_rank),  # a CPU device has no index
+            config=self.config,
+            model=model,
+            model_parameters=filter(lambda p: p.requires_grad, model.parameters()),
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            dist_init_required=False,
+        )
+        return engine, ds_optimizer
+
+    def _initialize_deepspeed_inference(self, model) -> None:
+        import deepspeed
+        from lightning.pytorch.strategies.deepspeed import remove_module_hooks
+
+        config = {"train_micro_batch_size_per_gpu": 1} | {k: self.config[k] for k in ("fp16", "bf16") if k in self.config}
+        if self.zero_stage_3:
+            config |= {k: self.config[k] for k in ("zero_allow_untested_optimizer", "zero_optimization")}
+        remove_module_hooks(model)
+        self.model, _, _, _ = deepspeed.initialize(
+            args=argparse.Namespace(device_rank=self.local_rank), config=config, model=model,
+            optimizer=None, lr_scheduler=None, model_parameters=[], dist_init_required=False,
+        )
+
+
+class CPUFSDP(FSDPStrategy):
+    """FSDP on the CPU: Lightning passes the device's index (None on the CPU); FSDP wants the device."""
+
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            model = FullyShardedDataParallel(
+                module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs,
+            )
+            self.kwargs.pop("auto_wrap_policy", None)  # applied just now
+        return super()._setup_model(model)
+
+
+def deepspeed(accelerator: str = "auto", stage: int = 2, **kwargs) -> DeepSpeedStrategy:
+    """`trainer.strategy` for the deepspeed_* trainers; `kwargs` are DeepSpeedStrategy's."""
+    persistent_extensions_dir()
+    return (DeepSpeed if _on_gpu(accelerator) else CPUDeepSpeed)(stage=stage, **kwargs)
+
+
+def fsdp(accelerator: str = "auto", auto_wrap_min_params: int | None = None, **kwargs) -> FSDPStrategy:
+    """`trainer.strategy` for trainer=fsdp; submodules of at least `auto_wrap_min_params`
+    parameters become their own FSDP units (gathered one at a time), the rest share the root's."""
+    if auto_wrap_min_params:
+        from functools import partial
+
+        from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
+
+        kwargs["auto_wrap_policy"] = partial(size_based_auto_wrap_policy, min_num_params=int(auto_wrap_min_params))
+    return (FSDPStrategy if _on_gpu(accelerator) else CPUFSDP)(**kwargs)
