@@ -85,12 +85,15 @@ def reference(tmp_path_factory) -> tuple[dict, float]:
     return _REFERENCE["tiny"]
 
 
-def assert_matches_reference(ranks: list[dict], reference: dict) -> None:
-    """Every rank: the reference's losses, its gradients for the parameters the rank trains and,
-    at the end, its weights for the whole net."""
+def assert_matches_reference(ranks: list[dict], reference: dict, replicas: int = 1) -> None:
+    """Every rank: the reference's losses (averaged over data-parallel replicas, which see
+    different halves of the batch), its gradients for the parameters the rank trains and, at the
+    end, its weights for the whole net."""
     close = dict(rtol=1e-4, atol=1e-6)
+    per_replica = len(ranks) // replicas
+    losses = torch.tensor([r["losses"] for r in ranks[::per_replica]]).mean(0)
+    torch.testing.assert_close(losses, torch.tensor(reference["losses"]), **close)
     for rank in ranks:
-        torch.testing.assert_close(torch.tensor(rank["losses"]), torch.tensor(reference["losses"]), **close)
         assert len(rank["grads"]) == len(reference["grads"]) == 3
         for step, ref_step in zip(rank["grads"], reference["grads"]):
             assert step, "a rank trained nothing"
@@ -113,3 +116,28 @@ def test_pipeline_matches_unsplit_model(tmp_path, reference, schedule):
     assert any("embed" in n for n in owned[0]) and any("head" in n for n in owned[1])
     # Evaluation runs the whole net, brought up to date from both stages.
     assert test_metric(run_dir) == pytest.approx(ref_test_loss, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_replicated_pipelines_on_two_nodes(tmp_path, reference):
+    """2 torchrun nodes x 2 processes: 2 replicas of a 2-stage pipeline. Stages of one replica
+    load the same batch, replicas different ones, and together they train like one process."""
+    from tests.test_multinode import run_nodes
+
+    ref_steps, _ = reference
+    run_dir = run_nodes(tmp_path, 2, 2, *CLI, *TINY, "trainer=pipeline", "trainer.strategy.microbatches=2",
+                        "+callbacks.probe._target_=tests.probes.RankProbe")
+    assert_same_batch_within_replicas(run_dir, replicas=2, per_replica=2)
+    ranks = load_steps(run_dir, 4)
+    assert_matches_reference(ranks, ref_steps, replicas=2)
+    assert set(ranks[0]["grads"][0]) == set(ranks[2]["grads"][0]) != set(ranks[1]["grads"][0])
+
+
+def assert_same_batch_within_replicas(run_dir: Path, replicas: int, per_replica: int) -> None:
+    import json
+
+    batches = [json.loads((run_dir / "probe" / f"rank{r}.json").read_text())["batches"] for r in range(replicas * per_replica)]
+    for replica in range(replicas):
+        first = replica * per_replica
+        assert all(batches[r] == batches[first] for r in range(first, first + per_replica))
+    assert all(a != b for a, b in zip(batches[0], batches[per_replica]))

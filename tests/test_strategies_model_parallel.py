@@ -3,7 +3,9 @@
 
 import pytest
 
-from tests.test_pipeline import TINY, assert_matches_reference, launch, load_steps, reference, test_metric  # noqa: F401
+from tests.test_pipeline import (  # noqa: F401
+    CLI, TINY, assert_matches_reference, assert_same_batch_within_replicas, launch, load_steps, reference, test_metric,
+)
 
 
 def test_tensor_parallel_matches_unsharded_model(tmp_path, reference):  # noqa: F811
@@ -41,3 +43,19 @@ def test_plan_refuses_shapes_that_do_not_split():
         check_shapes(Transformer(256, 64, d_model=32, n_layers=1, n_heads=1), 2)
     with pytest.raises(ConfigError, match="tensor_parallel_size=1"):
         check_shapes(MLP(8, 2), 2)
+
+
+@pytest.mark.slow
+def test_tensor_and_data_parallel_on_two_nodes(tmp_path, reference):  # noqa: F811
+    """2 torchrun nodes x 2 processes: a 2 x 2 mesh, tensor parallel within a node, FSDP2 across
+    nodes. Both shards of a replica load the same batch, the replicas different ones, and together
+    they train like one process."""
+    from tests.test_multinode import run_nodes
+
+    ref_steps, _ = reference
+    run_dir = run_nodes(tmp_path, 2, 2, *CLI, *TINY, "trainer=model_parallel", "+callbacks.probe._target_=tests.probes.RankProbe")
+    assert_same_batch_within_replicas(run_dir, replicas=2, per_replica=2)
+    ranks = load_steps(run_dir, 4)
+    assert_matches_reference(ranks, ref_steps, replicas=2)
+    # q is split 2 ways by tensor parallelism and again by FSDP2: a quarter on each rank.
+    assert all(rank["local_shapes"]["net.blocks.0.attn.q.weight"] == (8, 32) for rank in ranks)
