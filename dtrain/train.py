@@ -1,5 +1,8 @@
 """One run, top to bottom: validate, seed, data, model, callbacks, loggers, trainer, fit, test."""
 
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -40,7 +43,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         datamodule = instantiate(cfg.data)
         with open_dict(cfg):
             cfg.shapes = datamodule.shapes  # lets the net config say ${shapes.num_classes}
-        model = instantiate(cfg.model)
+        with net_must_fit_data(cfg):
+            model = instantiate(cfg.model)
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
@@ -51,7 +55,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             write_env_record(run_dir, trainer)
 
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with net_must_fit_data(cfg, trainer):  # Lightning's sanity check runs the first batch
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
         metrics = {}
         if cfg.get("test", True):
@@ -64,6 +69,30 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         report(metrics, run_dir)
     return metrics
+
+
+@contextmanager
+def net_must_fit_data(cfg: DictConfig, trainer=None) -> Iterator[None]:
+    """Turn a net that cannot take the data (a shape the data lacks, or a failure on the
+    sanity-check batch, before any training) into a one-line error naming both."""
+    from omegaconf.errors import InterpolationKeyError
+
+    try:
+        yield
+    except InterpolationKeyError as error:
+        raise ConfigError(
+            "model.net", f"{str(error).splitlines()[0]}: data={cfg.data._target_} has only "
+            f"{', '.join(cfg.shapes)}; pick a net that fits this data"
+        ) from None
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        if trainer is None or not any(frame.name == "_run_sanity_check" for frame in frames):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            "model.net", f"{cfg.model.net._target_} fails on the first batch of {cfg.data._target_} "
+            f"(data shapes {dict(cfg.shapes)}): {message}"
+        ) from None
 
 
 def check_batch_split(cfg: DictConfig, trainer) -> None:
