@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
+from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.splits import split_indices
 
@@ -18,8 +19,14 @@ class DigitsDataModule(DataModule):
         test_fraction: float = 0.2,
         num_workers: int = 0,
         seed: int = 0,
+        holdout_class: int | None = None,
     ):
+        """`holdout_class` keeps one digit out of the training split only (validation and test
+        keep it): the anomaly an autoencoder trained on the other nine digits should flag."""
         super().__init__(batch_size, num_workers, seed)
+        if holdout_class is not None and not 0 <= holdout_class < 10:
+            raise ConfigError("data.holdout_class", f"must be a digit 0-9 or null, got {holdout_class}")
+        self.holdout_class = holdout_class
         self.image_size = image_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -44,6 +51,8 @@ class DigitsDataModule(DataModule):
         images = (images - 0.5) / 0.5  # [-1, 1], what generative nets with tanh outputs expect
         labels = torch.tensor(digits.target, dtype=torch.long)
         train, val, test = split_indices(len(labels), self.val_fraction, self.test_fraction, labels=digits.target)
+        if self.holdout_class is not None:
+            train = train[digits.target[train] != self.holdout_class]
         self.train_set, self.val_set, self.test_set = (
             TensorDataset(images[idx], labels[idx]) for idx in (train, val, test)
         )

@@ -1,0 +1,132 @@
+"""Denoising diffusion (DDPM): learn to predict the noise added at a random step; sample by
+running the reverse chain, optionally on an evenly spaced subset of the steps."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from dtrain.callbacks.samples import save_grid
+from dtrain.tasks.base import Task
+
+
+def cosine_alpha_bars(timesteps: int) -> torch.Tensor:
+    """The fraction of signal left after each step (Nichol & Dhariwal's cosine schedule)."""
+    s = 0.008
+    f = torch.cos((torch.arange(timesteps + 1, dtype=torch.float64) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+class Diffusion(Task):
+    """The net maps (noised images, steps) to the predicted noise (dtrain.nets.unet.UNet).
+
+    `val/loss` and `test/loss` are the noise-prediction error on the split (with fixed noise,
+    so epochs compare). Every `sample_every_n_epochs` validations a grid of samples is saved;
+    the test also scores `num_score_samples` samples with the cached digits classifier
+    (`test/frechet_digits_distance`, `test/class_coverage`). `sample_steps` < `timesteps`
+    samples on evenly spaced steps (the respaced DDPM chain), which is much cheaper.
+    """
+
+    def __init__(
+        self,
+        net,
+        optimizer,
+        image_shape: list[int],
+        cache_dir: str | None = None,
+        timesteps: int = 1000,
+        sample_steps: int = 100,
+        num_score_samples: int = 1000,
+        sample_every_n_epochs: int = 10,
+        ema_decay: float | None = 0.995,
+        scheduler=None,
+    ):
+        super().__init__(net, optimizer, scheduler)
+        self.image_shape = tuple(image_shape)
+        self.timesteps, self.sample_steps = timesteps, sample_steps
+        self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
+        self.sample_every_n_epochs = sample_every_n_epochs
+        self.register_buffer("alpha_bars", cosine_alpha_bars(timesteps).float(), persistent=False)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # An exponential moving average of the weights samples much better than the raw weights.
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
+            self.ema.requires_grad_(False)
+        self._scores = {}
+
+    def noise_loss(self, x: torch.Tensor, generator: torch.Generator | None = None, net=None) -> torch.Tensor:
+        t = torch.randint(0, self.timesteps, (len(x),), generator=generator).to(self.device)
+        noise = torch.randn(x.shape, generator=generator).to(self.device)
+        a = self.alpha_bars[t].view(-1, 1, 1, 1)
+        noised = a.sqrt() * x + (1 - a).sqrt() * noise
+        return F.mse_loss((net or self.net)(noised, t), noise)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.noise_loss(batch[0])
+        self.log_train("train/loss", loss)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    def _denoiser(self):
+        return self.ema.module if self.ema is not None else self.net
+
+    def _evaluate(self, batch, batch_idx, metric, stage):
+        x = batch[0]
+        metric.update(self.noise_loss(x, torch.Generator().manual_seed(batch_idx), net=self._denoiser()), weight=len(x))
+        self.log(f"{stage}/loss", metric, prog_bar=True)
+        if stage == "test" and self.cache_dir is not None:
+            self._score(stage).update_real(x)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, self.val_loss, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, self.test_loss, "test")
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Ancestral DDPM sampling on `sample_steps` evenly spaced steps of the training chain."""
+        net = self._denoiser()
+        generator = torch.Generator().manual_seed(seed)
+        steps = torch.linspace(self.timesteps - 1, 0, self.sample_steps).round().long().unique_consecutive()
+        x = torch.randn((n, *self.image_shape), generator=generator).to(self.device)
+        for i, t in enumerate(steps.tolist()):
+            a_t = self.alpha_bars[t]
+            a_prev = self.alpha_bars[steps[i + 1]] if i + 1 < len(steps) else torch.ones_like(a_t)
+            beta = 1 - a_t / a_prev
+            eps = net(x, torch.full((n,), t, device=self.device))
+            x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
+            # the posterior q(x_prev | x_t, x0) of the respaced chain
+            mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x
+            if i + 1 < len(steps):
+                var = beta * (1 - a_prev) / (1 - a_t)
+                x = mean + var.sqrt() * torch.randn(x.shape, generator=generator).to(self.device)
+            else:
+                x = mean
+        return x.clamp(-1, 1)
+
+    def _score(self, stage: str):
+        from dtrain.generative_score import SampleScore
+
+        if stage not in self._scores:
+            self._scores[stage] = SampleScore(self.cache_dir).to(self.device)
+        return self._scores[stage]
+
+    def on_validation_epoch_end(self) -> None:
+        if (self.current_epoch + 1) % self.sample_every_n_epochs == 0:
+            save_grid(self.trainer, self.sample(64), f"samples-epoch{self.current_epoch:03d}")
+
+    def on_test_epoch_end(self) -> None:
+        samples = self.sample(64)
+        save_grid(self.trainer, samples, "samples-test")
+        if self.cache_dir is None:
+            return
+        score = self._score("test")
+        for chunk in range(0, self.num_score_samples, 500):
+            score.update_fake(self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1))
+        self.log_dict({f"test/{k}": v for k, v in score.compute().items()})

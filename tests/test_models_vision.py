@@ -1,0 +1,40 @@
+"""torchvision classifiers (resnet, densenet, mobilenet, efficientnet, inception) on digits."""
+
+import pytest
+
+FAMILIES = ["resnet", "densenet", "mobilenet", "efficientnet", "inception"]
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_smoke(train, model):
+    """Each family's default config trains a few steps, validates and tests end to end."""
+    size = ["data.image_size=16"] if model != "inception" else []  # inception's minimum is its default, 75
+    metrics, run_dir = train(f"model={model}", "budget=smoke", "data.batch_size=16", *size)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_net_swaps_inside_the_task(train):
+    """`model/net=` swaps the net inside a task: the resnet task with the densenet net."""
+    metrics, run_dir = train("model=resnet", "model/net=densenet", "budget=smoke", "data.batch_size=16")
+    assert "test/acc" in metrics
+    assert "family: densenet" in (run_dir / "config.yaml").read_text()
+
+
+def test_inception_refuses_small_images():
+    from dtrain.nets.vision import VisionNet
+
+    with pytest.raises(ValueError, match="at least 75"):
+        VisionNet("inception", 1, 10, image_size=32)
+
+
+# The bars: each model's default config (only the number of epochs shortened, where the bar is
+# still reached), digits test split (360 images never trained on).
+BARS = {"resnet": 0.95, "densenet": 0.9, "mobilenet": 0.9, "efficientnet": 0.9, "inception": 0.9}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", FAMILIES)
+def test_bar(train, model):
+    metrics, _ = train(f"model={model}")
+    assert metrics["test/acc"] >= BARS[model], metrics
