@@ -41,11 +41,13 @@ class TabularDataModule(DataModule):
         batch_size: int = 64,
         val_fraction: float = 0.15,
         test_fraction: float = 0.2,
+        split_seed: int = 0,
         num_workers: int = 0,
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
         self.dataset, self.path, self.target = dataset, path, target
+        self.split_seed = split_seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self._task = task
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
@@ -90,7 +92,7 @@ class TabularDataModule(DataModule):
         features, labels = self._load()
         classification = self.task == "classification"
         train, val, test = split_indices(
-            len(labels), self.val_fraction, self.test_fraction, labels=labels if classification else None
+            len(labels), self.val_fraction, self.test_fraction, labels=labels if classification else None, seed=self.split_seed
         )
         mean, std = features[train].mean(0), features[train].std(0) + 1e-8
         x = torch.tensor((features - mean) / std, dtype=torch.float32)

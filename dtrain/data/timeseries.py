@@ -1,0 +1,144 @@
+"""Sequences: a real series cut into windows for forecasting, or labelled sequences for classification."""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from dtrain.config.errors import ConfigError
+from dtrain.data.base import DataModule
+from dtrain.data.splits import split_indices
+
+
+def load_series(dataset: str, path: str | None, column: str | None) -> np.ndarray:
+    """A 1-D float series: a statsmodels dataset by name (bundled, no download) or a CSV column."""
+    if path is not None:
+        table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64, encoding="utf-8")
+        columns = list(table.dtype.names)
+        column = column or columns[-1]
+        if column not in columns:
+            raise ConfigError("data.column", f"column {column!r} is not in {path} (columns: {', '.join(columns)})")
+        return table[column]
+    bundled = {"sunspots": ("sunspots", "SUNACTIVITY"), "nile": ("nile", "volume"), "co2": ("co2", "co2")}
+    if dataset not in bundled:
+        raise ConfigError("data.dataset", f"unknown series {dataset!r}; choose one of {', '.join(bundled)} or set data.path")
+    import statsmodels.datasets
+
+    module, default_column = bundled[dataset]
+    frame = getattr(statsmodels.datasets, module).load_pandas().data
+    values = frame[column or default_column].to_numpy(dtype=np.float64)
+    return values[~np.isnan(values)]
+
+
+class Windows(Dataset):
+    """(window, 1) inputs and the next `horizon`-th value, for every target index in `targets`."""
+
+    def __init__(self, series: torch.Tensor, targets: range, window: int, horizon: int):
+        self.series, self.targets, self.window, self.horizon = series, targets, window, horizon
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        t = self.targets[i]
+        start = t - self.horizon + 1 - self.window
+        return self.series[start : start + self.window].unsqueeze(-1), self.series[t : t + 1]
+
+
+class TimeSeriesDataModule(DataModule):
+    """Forecast a series `horizon` steps past a `window` of its past values.
+
+    The split is chronological (train, then validation, then test); values are standardised
+    with the training part's mean and deviation, and metrics are in those units. The baseline
+    is the naive forecast (the last value in the window) on the test split.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "sunspots",
+        path: str | None = None,
+        column: str | None = None,
+        window: int = 24,
+        horizon: int = 1,
+        batch_size: int = 32,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size, num_workers, seed)
+        self.dataset, self.path, self.column = dataset, path, column
+        self.window, self.horizon = window, horizon
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self._series: torch.Tensor | None = None
+
+    @property
+    def series(self) -> torch.Tensor:
+        if self._series is None:
+            values = load_series(self.dataset, self.path, self.column)
+            n_train = self._bounds(len(values))[0]
+            if n_train <= self.window + self.horizon:
+                raise ConfigError("data.window", f"the training part holds {n_train} values, too few for window={self.window}; use a smaller window")
+            train = values[:n_train]
+            self._series = torch.tensor((values - train.mean()) / train.std(), dtype=torch.float32)
+        return self._series
+
+    def _bounds(self, n: int) -> tuple[int, int]:
+        n_test, n_val = round(n * self.test_fraction), round(n * self.val_fraction)
+        return n - n_val - n_test, n - n_test
+
+    def _targets(self) -> tuple[range, range, range]:
+        n = len(self.series)
+        train_end, val_end = self._bounds(n)
+        first = self.window + self.horizon - 1
+        return range(first, train_end), range(train_end, val_end), range(val_end, n)
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        return {"num_features": 1, "num_outputs": 1, "window": self.window}
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        test = torch.tensor(list(self._targets()[2]))
+        errors = self.series[test] - self.series[test - self.horizon]
+        return {"naive_mse": float(errors.pow(2).mean()), "naive_mae": float(errors.abs().mean())}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = (
+                Windows(self.series, targets, self.window, self.horizon) for targets in self._targets()
+            )
+
+
+class SequenceClassificationDataModule(DataModule):
+    """Whole sequences with one label each. `digits_rows`: scikit-learn's real 8x8 digit images
+    read top to bottom as 8 steps of 8 features (the small cousin of sequential MNIST)."""
+
+    def __init__(
+        self,
+        dataset: str = "digits_rows",
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size, num_workers, seed)
+        if dataset != "digits_rows":
+            raise ConfigError("data.dataset", f"unknown sequence dataset {dataset!r}; choose digits_rows")
+        self.dataset = dataset
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        return {"num_features": 8, "seq_len": 8, "num_classes": 10, "num_outputs": 10}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.tensor(digits.images / 16.0, dtype=torch.float32)  # (n, 8 rows, 8 columns)
+        y = torch.tensor(digits.target, dtype=torch.long)
+        splits = split_indices(len(y), self.val_fraction, self.test_fraction, labels=digits.target)
+        self.train_set, self.val_set, self.test_set = (TensorDataset(x[i], y[i]) for i in splits)
