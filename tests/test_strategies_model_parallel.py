@@ -8,9 +8,9 @@ from tests.test_pipeline import (  # noqa: F401
 )
 
 
-def test_tensor_parallel_matches_unsharded_model(tmp_path, reference):  # noqa: F811
+def test_tensor_parallel_matches_unsharded_model(launch, reference):  # noqa: F811
     ref_steps, ref_test_loss = reference
-    run_dir = launch(tmp_path, *TINY, "trainer=model_parallel", "trainer.strategy.tensor_parallel_size=2")
+    run_dir = launch(*TINY, "trainer=model_parallel", "trainer.strategy.tensor_parallel_size=2")
     ranks = load_steps(run_dir, 2)
     # Both ranks load the same batch (one replica) and see the unsharded model's losses,
     # gradients and final weights.
