@@ -2,6 +2,7 @@
 (FSDP2 over the data-parallel dimension of the same mesh) train exactly like the unsharded model."""
 
 import pytest
+import torch
 
 from tests.test_pipeline import (  # noqa: F401
     CLI, TINY, assert_matches_reference, assert_same_batch_within_replicas, launch, load_steps, reference, test_metric,
@@ -59,3 +60,14 @@ def test_tensor_and_data_parallel_on_two_nodes(tmp_path, reference):  # noqa: F8
     assert_matches_reference(ranks, ref_steps, replicas=2)
     # q is split 2 ways by tensor parallelism and again by FSDP2: a quarter on each rank.
     assert all(rank["local_shapes"]["net.blocks.0.attn.q.weight"] == (8, 32) for rank in ranks)
+
+
+@pytest.mark.slow
+def test_tensor_parallel_ranks_agree_with_dropout(launch):
+    """Dropout outside the split layers must draw the same mask on both shards of a replica, or
+    their copies of the unsplit weights (embeddings, norms) drift apart without any error."""
+    run_dir = launch(*TINY, "model.net.dropout=0.2", "trainer=model_parallel")
+    ranks = load_steps(run_dir, 2)
+    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(ranks[1]["losses"]), rtol=0, atol=0)
+    for name in ("net.embed.tokens.weight", "net.blocks.1.norm2.weight", "net.head.proj.weight"):
+        torch.testing.assert_close(ranks[0]["params"][name], ranks[1]["params"][name], rtol=0, atol=0)

@@ -15,4 +15,8 @@ class StepSeed(Callback):
         self.seed = seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
+        # The data-parallel rank: tensor-parallel shards of one replica must draw the same dropout.
+        from dtrain.parallel.mesh import data_parallel_size_and_rank
+
+        rank = data_parallel_size_and_rank(trainer)[1]
+        torch.manual_seed(step_seed(self.seed, trainer.current_epoch, batch_idx, rank))
