@@ -218,7 +218,11 @@ class Pipeline(DDPStrategy):
         raise RuntimeError("the task's training_step never called its net")
 
     def _microbatch_loss(self, output, indices):
-        """The task's loss on one micro-batch: its training_step with `output` as the net's."""
+        """The task's loss on one micro-batch: its training_step with `output` as the net's.
+
+        At the first step torch also calls it once on placeholder outputs, to infer gradient
+        shapes; that loss is never used.
+        """
         step = self._current
         micro = _index_batch(step["batch"], indices)
         with self._task_calls(_GivenOutput(output)):
