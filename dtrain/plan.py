@@ -125,28 +125,38 @@ _LOWER_PRECISION = ("linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "conv1d
                     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "scaled_dot_product_attention", "prelu")
 
 
-def _autocast_on_meta():
-    """torch.autocast ignores meta tensors: cast the inputs of autocast's lower-precision ops to
-    bf16 by hand, above autograd, so that what backward saves has the dtypes a real run's has."""
+def _meta_mode(mixed: bool):
+    """Make the meta device save for backward what a real run saves. torch.autocast ignores meta
+    tensors, so with `mixed` the inputs of autocast's lower-precision ops are cast to bf16 by hand,
+    above autograd. And attention on meta would take the unfused path that keeps the (length x
+    length) weights in fp32; real runs use a fused kernel (flash on the CPU, flash or
+    memory-efficient on GPUs) that keeps only the output and a logsumexp."""
     import torch
     from torch.overrides import TorchFunctionMode
 
-    class MetaAutocast(TorchFunctionMode):
+    def cast(a):
+        return a.to(torch.bfloat16) if mixed and isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
+
+    class MetaLikeReal(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in _LOWER_PRECISION:
-                cast = lambda a: a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
+            name = getattr(func, "__name__", "")
+            if name in _LOWER_PRECISION:
                 args, kwargs = [cast(a) for a in args], {k: cast(v) for k, v in kwargs.items()}
+            if name == "scaled_dot_product_attention":
+                q, k, v = args[:3]
+                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, kwargs.get("dropout_p", 0.0), kwargs.get("is_causal", False),
+                    attn_mask=kwargs.get("attn_mask"), scale=kwargs.get("scale"),
+                )[0]
             return func(*args, **kwargs)
 
-    return MetaAutocast()
+    return MetaLikeReal()
 
 
 def _count(net, sample, weight_dtype, mixed: bool, batch: int) -> tuple[float, float]:
     """FLOPs (forward + backward) and bytes of the tensors saved for backward (parameters excluded,
     each storage once) for a batch of `batch` copies of `sample`, on the meta device."""
-    from contextlib import nullcontext
-
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -164,7 +174,7 @@ def _count(net, sample, weight_dtype, mixed: bool, batch: int) -> tuple[float, f
         x = x.to(weight_dtype)
     counter = FlopCounterMode(display=False)
     with counter:
-        with _autocast_on_meta() if mixed else nullcontext(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with _meta_mode(mixed), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = net(x)
         out.float().sum().backward()
     return float(counter.get_total_flops()), float(sum(saved.values()))

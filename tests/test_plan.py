@@ -1,0 +1,111 @@
+"""dtrain.plan: what each strategy divides or moves off the device, FLOPs against the analytic
+count, a recommendation that follows the device memory, and estimates that match the memory a
+real run takes (RSS above the process's baseline) for models whose state dominates."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dtrain.config.compose import compose
+from dtrain.plan import GIB, make_plan
+from tests.conftest import REPO
+
+
+def plan(*overrides, memory_gib=None):
+    return make_plan(compose(["model=transformer", "data.max_bytes=100000", *overrides]), memory_gib)
+
+
+def test_sharding_divides_what_each_strategy_shards():
+    ddp, zero1, zero2, zero3, fsdp = (plan(f"trainer={t}") for t in ("ddp", "deepspeed_zero1", "deepspeed_zero2", "deepspeed_zero3", "fsdp"))
+    zero3_off = plan("trainer=deepspeed_zero3_offload")
+    one = plan("trainer=cpu")
+    n = one.params
+    assert n == ddp.params == zero3.params > 400_000
+    assert one.device_bytes["weights"] == 4 * n and one.device_bytes["optimizer state"] == 8 * n  # fp32 Adam
+    assert fsdp.device_bytes["weights"] == one.device_bytes["weights"] / 2
+    assert fsdp.device_bytes["optimizer state"] == one.device_bytes["optimizer state"] / 2
+    assert zero1.device_bytes["weights"] == zero2.device_bytes["weights"] == 4 * n  # stages 1, 2 keep whole weights
+    assert zero2.device_bytes["gradients"] == zero1.device_bytes["gradients"] / 2
+    assert zero3.device_bytes["weights"] == 2 * n
+    assert zero1.device_bytes["optimizer state"] == zero3.device_bytes["optimizer state"] == 12 * n / 2  # masters + 2 states, halved
+    assert "optimizer state" not in zero3_off.device_bytes and "weights" not in zero3_off.device_bytes
+    assert zero3_off.host_bytes["optimizer state"] == 12 * n / 2
+    # the global batch splits over the ranks: per-device activations halve with two devices
+    assert ddp.device_bytes["activations"] == pytest.approx(one.device_bytes["activations"] / 2, rel=0.01)
+
+
+def test_precision_changes_the_estimate():
+    full, half, mixed = plan("trainer=cpu"), plan("trainer=cpu", "trainer.precision=bf16-true"), plan("trainer=cpu", "trainer.precision=bf16-mixed")
+    assert half.device_bytes["weights"] == full.device_bytes["weights"] / 2
+    assert half.device_bytes["activations"] <= 0.55 * full.device_bytes["activations"]
+    assert half.device_bytes["activations"] < mixed.device_bytes["activations"] < full.device_bytes["activations"]
+
+
+def test_flops_match_the_analytic_count():
+    p = plan("trainer=cpu")
+    from hydra.utils import instantiate
+
+    cfg = compose(["model=transformer"])
+    cfg.shapes = {"vocab_size": 256, "block_size": cfg.data.block_size}
+    analytic = instantiate(cfg.model.net).flops_per_token() * cfg.data.block_size
+    assert p.flops_per_sample == pytest.approx(analytic, rel=0.2)
+
+
+def test_recommendation_follows_device_memory():
+    assert plan("trainer=ddp", memory_gib=80).recommendation == "ddp"
+    tight = plan("trainer=ddp", memory_gib=80)
+    need = tight.total / GIB
+    small = plan("trainer=ddp", memory_gib=need * 0.9)
+    assert small.recommendation != "ddp"
+    assert "does NOT fit" in small.report()
+
+
+def test_cli_prints_the_plan():
+    out = subprocess.run(
+        [sys.executable, "-m", "dtrain.plan", "model=mlp", "trainer=fsdp", "plan.device_memory_gib=16"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    for word in ("parameters", "FLOPs per sample", "weights", "gradients", "optimizer state", "activations", "fits", "recommended"):
+        assert word in out.stdout
+
+
+MEASURE = """
+import json, sys
+from dtrain.config.compose import compose
+from dtrain.train import run
+import lightning, torch
+
+def rss(field):
+    for line in open('/proc/self/status'):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+cfg = compose(sys.argv[2:], run_dir=sys.argv[1])
+baseline = rss('VmRSS')
+run(cfg)
+print(json.dumps({'above_baseline': rss('VmHWM') - baseline}))
+"""
+
+BIG = {
+    "transformer": ("model=transformer", "model.net.d_model=768", "model.net.n_layers=7", "model.net.n_heads=12",
+                    "data.batch_size=4", "data.max_bytes=300000", "~model.scheduler"),
+    "mlp": ("model=mlp", "model.net.hidden=4096", "model.net.depth=4", "data.batch_size=16"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BIG))
+def test_estimate_matches_measured_memory(name, tmp_path):
+    overrides = [*BIG[name], "trainer=cpu", "budget=smoke", "trainer.max_steps=3", "trainer.limit_val_batches=0", "test=false",
+                 "logger=[csv]", "~callbacks.best_checkpoint", "~callbacks.last_checkpoint", "trainer.enable_progress_bar=false",
+                 "trainer.enable_model_summary=false"]
+    estimate = make_plan(compose(overrides))
+    assert estimate.params >= 50_000_000
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path / "run"), *overrides], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads(out.stdout.strip().splitlines()[-1])["above_baseline"]
+    print(f"{name}: {estimate.params / 1e6:.1f}M parameters, estimate {estimate.total / GIB:.3f} GiB, measured {measured / GIB:.3f} GiB")
+    assert abs(estimate.total - measured) <= 0.25 * measured
