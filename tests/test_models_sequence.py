@@ -36,3 +36,16 @@ def test_lstm_classifies_digit_rows(train):
 def test_transformer_bits_per_char(train):
     metrics, _ = train("model=transformer")
     assert metrics["test/bpc"] <= metrics["baseline/unigram_entropy_bits"] - 1.5, metrics
+
+
+@pytest.mark.parametrize("model", ["seq2seq", "seq2seq_lstm"])
+def test_seq2seq_smoke(train, model):
+    metrics, _ = train(f"model={model}", "budget=smoke")
+    assert 0.0 <= metrics["test/exact_match"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["seq2seq", "seq2seq_lstm"])
+def test_seq2seq_reverses(train, model):
+    metrics, _ = train(f"model={model}")
+    assert metrics["test/exact_match"] >= 0.9, metrics

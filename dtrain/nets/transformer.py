@@ -1,5 +1,6 @@
-"""Transformer over token sequences: decoder-only (causal=True, GPT-style) or encoder-only
-(causal=False, BERT-style), pre-norm blocks, learned positions, no weight tying.
+"""Transformer over token sequences: decoder-only (causal=True, GPT-style), encoder-only
+(causal=False, BERT-style) or encoder-decoder (encoder_layers > 0, T5-style), pre-norm blocks,
+learned positions, no weight tying.
 
 Every linear layer is its own module with a stable name (attn.q/k/v/out, mlp.up/down) so
 tensor-parallel plans can shard them, and the model is an ordered stack (embed, blocks, head)
@@ -27,17 +28,19 @@ class Attention(nn.Module):
         self.v = nn.Linear(d_model, d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Self-attention, or cross-attention to `context` (keys and values from an encoder)."""
         batch, length, _ = x.shape
-        q, k, v = (
-            proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
-            for proj in (self.q, self.k, self.v)
-        )
+        source = x if context is None else context
+        q = self.q(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        k, v = (proj(source).view(batch, source.shape[1], -1, self.head_dim).transpose(1, 2) for proj in (self.k, self.v))
         mask = None if padding_mask is None else padding_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal and mask is None,
+            is_causal=self.causal and mask is None and context is None,
         )
         return self.out(y.transpose(1, 2).reshape(batch, length, -1))
 
@@ -54,16 +57,23 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool, mlp_ratio: int = 4):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool, mlp_ratio: int = 4, cross: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
         self.attn = Attention(d_model, n_heads, dropout, causal)
+        if cross:  # a decoder block of an encoder-decoder also attends to the encoder's output
+            self.norm_cross = nn.LayerNorm(d_model)
+            self.cross = Attention(d_model, n_heads, dropout, causal=False)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = FeedForward(d_model, mlp_ratio * d_model, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm1(x), padding_mask))
+        if memory is not None:
+            x = x + self.dropout(self.cross(self.norm_cross(x), context=memory))
         return x + self.mlp(self.norm2(x))
 
 
@@ -102,11 +112,17 @@ class Transformer(nn.Module):
         dropout: float = 0.1,
         causal: bool = True,
         out_features: int | None = None,
+        encoder_layers: int = 0,
     ):
         super().__init__()
         self.max_len = max_len
         self.embed = Embedding(vocab_size, max_len, d_model, dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, causal) for _ in range(n_layers))
+        if encoder_layers:
+            # Encoder-decoder: `blocks` are the (causal) decoder, reading the encoder's output of
+            # `source` through cross-attention; both sides share the token embedding.
+            self.encoder = nn.ModuleList(Block(d_model, n_heads, dropout, causal=False) for _ in range(encoder_layers))
+            self.encoder_norm = nn.LayerNorm(d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, causal, cross=bool(encoder_layers)) for _ in range(n_layers))
         self.head = Head(d_model, out_features or vocab_size)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -120,17 +136,31 @@ class Transformer(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def features(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, source: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for `source` (batch, source length) in an encoder-decoder."""
+        x = self.embed(source)
+        for block in self.encoder:
+            x = block(x)
+        return self.encoder_norm(x)
+
+    def features(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Hidden states before the head: (batch, length, d_model)."""
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len={self.max_len}")
+        if hasattr(self, "encoder") != (source is not None):
+            raise ValueError("an encoder-decoder (encoder_layers > 0) needs `source`; other transformers take none")
+        memory = None if source is None else self.encode(source)
         x = self.embed(tokens)
         for block in self.blocks:
-            x = block(x, padding_mask)
+            x = block(x, padding_mask, memory)
         return x
 
-    def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(tokens, padding_mask))
+    def forward(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.head(self.features(tokens, padding_mask, source))
 
     def pipeline_layers(self) -> list[nn.Module]:
         """The net as ordered layers, each fed the previous one's output: running them in turn on
