@@ -16,6 +16,7 @@ NUM_CLASSES = 10
 
 
 def _classifier_net() -> nn.Module:
+    # A CNN, not an MLP: an MLP calls uniform noise nine different digits, this one three.
     from dtrain.nets.cnn import ConvNet
 
     return ConvNet(in_channels=1, num_classes=NUM_CLASSES, channels=[32, 64], hidden=128, dropout=0.1)
@@ -130,6 +131,9 @@ class SampleScore(nn.Module):
 
     def compute(self) -> dict[str, torch.Tensor]:
         scores = {"frechet_digits_distance": self.frechet.compute().float(), "class_coverage": self.coverage.compute()}
+        self.reset()
+        return scores
+
+    def reset(self) -> None:
         self.frechet.reset()
         self.coverage.reset()
-        return scores

@@ -103,6 +103,10 @@ class Adversarial(Task):
         self._score("test").update_real(batch[0])
 
     def _epoch_end(self, stage: str) -> None:
+        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
+            if stage in self._scores:
+                self._scores[stage].reset()
+            return
         self.net.generator.eval()
         score = self._score(stage)
         for chunk in range(0, self.num_score_samples, 500):

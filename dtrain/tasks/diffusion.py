@@ -118,7 +118,7 @@ class Diffusion(Task):
         return self._scores[stage]
 
     def on_validation_epoch_end(self) -> None:
-        if (self.current_epoch + 1) % self.sample_every_n_epochs == 0:
+        if not self.trainer.sanity_checking and (self.current_epoch + 1) % self.sample_every_n_epochs == 0:
             save_grid(self.trainer, self.sample(64), f"samples-epoch{self.current_epoch:03d}")
 
     def on_test_epoch_end(self) -> None:
