@@ -49,3 +49,15 @@ def test_seq2seq_smoke(train, model):
 def test_seq2seq_reverses(train, model):
     metrics, _ = train(f"model={model}")
     assert metrics["test/exact_match"] >= 0.9, metrics
+
+
+def test_bert_smoke(train):
+    metrics, _ = train("model=bert", "budget=smoke")
+    assert 0.0 <= metrics["test/masked_acc"] <= 1.0
+    assert 0.0 < metrics["baseline/most_frequent_token_acc"] < 1.0
+
+
+@pytest.mark.slow
+def test_bert_masked_accuracy(train):
+    metrics, _ = train("model=bert")
+    assert metrics["test/masked_acc"] >= 3 * metrics["baseline/most_frequent_token_acc"], metrics

@@ -80,13 +80,15 @@ class TextDataModule(DataModule):
 
     @property
     def shapes(self) -> dict[str, int]:
-        return {"vocab_size": VOCAB_SIZE, "block_size": self.block_size}
+        # Masked-LM nets need one more token id than the bytes: the mask.
+        return {"vocab_size": VOCAB_SIZE, "block_size": self.block_size, "mask_token": VOCAB_SIZE, "mlm_vocab_size": VOCAB_SIZE + 1}
 
     @property
     def baselines(self) -> dict[str, float]:
         counts = torch.bincount(self.tokens, minlength=VOCAB_SIZE).double()
         p = counts[counts > 0] / counts.sum()
-        return {"unigram_entropy_bits": float(-(p * p.log2()).sum())}
+        # A masked-LM that always guessed the commonest byte would score `most_frequent_token_acc`.
+        return {"unigram_entropy_bits": float(-(p * p.log2()).sum()), "most_frequent_token_acc": float(p.max())}
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -1,0 +1,46 @@
+"""Masked-token pretraining (BERT-style): hide a fraction of tokens, predict them from both sides."""
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from dtrain.tasks.base import Task
+
+
+class MaskedLanguageModel(Task):
+    """Batches are (tokens, anything); `mask_prob` of the tokens are replaced by `mask_token` and
+    the net (tokens -> logits over vocab_size, non-causal) is scored on those positions only.
+    Validation and test masks depend on the batch index alone, so every epoch sees the same ones."""
+
+    def __init__(self, net, optimizer, mask_token: int, vocab_size: int, mask_prob: float = 0.15, scheduler=None):
+        super().__init__(net, optimizer, scheduler)
+        self.mask_token, self.mask_prob = mask_token, mask_prob
+        for stage in ("val", "test"):
+            setattr(self, f"{stage}_loss", MeanMetric())
+            setattr(self, f"{stage}_masked_acc", MulticlassAccuracy(vocab_size, average="micro"))
+
+    def _masked(self, tokens: torch.Tensor, generator: torch.Generator | None = None):
+        chosen = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device) < self.mask_prob
+        logits = self.net(tokens.masked_fill(chosen, self.mask_token))
+        return logits[chosen], tokens[chosen]
+
+    def training_step(self, batch, batch_idx):
+        logits, targets = self._masked(batch[0])
+        loss = F.cross_entropy(logits, targets)
+        self.log_train("train/loss", loss)
+        return loss
+
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        logits, targets = self._masked(batch[0], torch.Generator().manual_seed(batch_idx))
+        loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_masked_acc")
+        loss.update(F.cross_entropy(logits, targets), weight=len(targets))
+        acc.update(logits, targets)
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "test")
