@@ -37,4 +37,5 @@ BARS = {"resnet": 0.95, "densenet": 0.9, "mobilenet": 0.9, "efficientnet": 0.9, 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_bar(train, model):
     metrics, _ = train(f"model={model}")
+    print(metrics)
     assert metrics["test/acc"] >= BARS[model], metrics
