@@ -212,8 +212,9 @@ class Pipeline(DDPStrategy):
             with self._task_calls(_CaptureInput()):
                 self.lightning_module.training_step(batch, batch_idx)
         except _Captured as captured:
-            if captured.kwargs:
-                raise ConfigError("trainer", f"trainer=pipeline feeds a net one input; this task also passes {sorted(captured.kwargs)}") from None
+            if captured.kwargs or len(captured.args) != 1:
+                extra = sorted(captured.kwargs) or f"{len(captured.args)} positional inputs"
+                raise ConfigError("trainer", f"trainer=pipeline feeds a net one input; this task passes {extra}; use another strategy for this model") from None
             return captured.args
         raise RuntimeError("the task's training_step never called its net")
 

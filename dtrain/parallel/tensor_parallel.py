@@ -3,16 +3,17 @@
 A transformer block is sharded the Megatron way: the q/k/v projections and the MLP's first
 layer by columns (each rank computes a slice of the heads and hidden units, no communication),
 the attention output and the MLP's second layer by rows (partial sums, all-reduced once per
-sub-layer). Layers are found by name, so any net that names its layers like
-dtrain.nets.transformer (`attn.q/k/v/out`, `mlp.up/down`) gets the plan.
+sub-layer). Cross-attention (`cross.*`) is split like self-attention. Layers are found by
+name, so any net that names its layers like dtrain.nets.transformer (`attn.q/k/v/out`,
+`mlp.up/down`) gets the plan.
 """
 
 from torch import nn
 
 from dtrain.config.errors import ConfigError
 
-COLUMN_WISE = ("attn.q", "attn.k", "attn.v", "mlp.up")
-ROW_WISE = ("attn.out", "mlp.down")
+COLUMN_WISE = ("attn.q", "attn.k", "attn.v", "cross.q", "cross.k", "cross.v", "mlp.up")
+ROW_WISE = ("attn.out", "cross.out", "mlp.down")
 KEY = "trainer.strategy.tensor_parallel_size"
 
 
