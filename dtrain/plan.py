@@ -96,10 +96,12 @@ def memory(params: int, activations: float, kind: str, stage: int, offload_opt: 
         device["optimizer state"] += params * 4 / shard_o
     elif kind == "ddp":  # DDP's all-reduce buckets hold a second copy of the gradients
         device["gradients"] *= 2
+    # torch's Adam steps all tensors at once (foreach) through one parameter-sized temporary (sqrt v)
+    device["optimizer step"] = params * (4 if mixed or kind == "deepspeed" else weight) / shard_o if states == 2 else 0.0
     device["activations"] = activations
     host = {}
     if offload_opt:
-        host["optimizer state"] = device.pop("optimizer state")
+        host["optimizer state"] = device.pop("optimizer state") + device.pop("optimizer step")
     if offload_param:
         host["weights"] = device.pop("weights")
     return device, host

@@ -86,7 +86,9 @@ class CPUFSDP(FSDPStrategy):
 def deepspeed(accelerator: str = "auto", stage: int = 2, **kwargs) -> DeepSpeedStrategy:
     """`trainer.strategy` for the deepspeed_* trainers; `kwargs` are DeepSpeedStrategy's."""
     persistent_extensions_dir()
-    return (DeepSpeed if _on_gpu(accelerator) else CPUDeepSpeed)(stage=stage, **kwargs)
+    if not _on_gpu(accelerator):
+        return CPUDeepSpeed(stage=stage, **kwargs)
+    return (DeepSpeed if kwargs.get("offload_optimizer") else DeepSpeedStrategy)(stage=stage, **kwargs)
 
 
 def fsdp(accelerator: str = "auto", auto_wrap_min_params: int | None = None, **kwargs) -> FSDPStrategy:
