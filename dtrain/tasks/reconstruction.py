@@ -102,7 +102,9 @@ class Reconstruction(Task):
             return
         name = f"epoch{self.current_epoch:03d}" if stage == "val" else "test"
         save_grid(self.trainer, self.sample(64), f"samples-{name}")
-        x, y = self.trainer.datamodule.val_set[:] if stage == "val" else self.trainer.datamodule.test_set[:]
+        split = self.trainer.datamodule.val_set if stage == "val" else self.trainer.datamodule.test_set
+        items = [split[i] for i in range(min(len(split), 500))]
+        x, y = torch.stack([item[0] for item in items]), torch.as_tensor([int(item[1]) for item in items])
         # interpolate between the first examples of different classes: 0->1, 1->2, ...
         firsts = [int((y == c).nonzero()[0]) for c in range(int(y.max()) + 1) if (y == c).any()]
         a, b = x[firsts[:-1]].to(self.device), x[firsts[1:]].to(self.device)
