@@ -85,7 +85,7 @@ def test_fsdp_shards_parameters_and_matches_one_process(runs, reference):
     assert_same_weights(run_dir, reference)
 
 
-@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("stage", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_zero_1_2_partition_optimizer_state_and_match_one_process(runs, reference, stage):
     run_dir = runs(f"deepspeed_zero{stage}")
     records, _ = shards(run_dir)

@@ -57,6 +57,7 @@ def test_clipping_changes_the_result(runs):
     assert max_difference(final_weights(runs("cpu", *CLIP_NORM))[0], plain) > 1e-3
 
 
+@pytest.mark.slow  # compiling in two processes takes minutes on two shared cores
 def test_fsdp_with_accumulation_value_clipping_checkpointing_and_compile(runs):
     reference = final_weights(runs("cpu", *CLIP_VALUE))[0]
     weights = final_weights(runs("fsdp", *CLIP_VALUE, *OPTIONS, "+model.compile=true"))
