@@ -13,13 +13,14 @@ DATASETS = ("karate", "sbm", "sbm_graphs")
 
 
 class _Repeat(Dataset):
-    """One graph, offered as a dataset of a single item (full-batch node classification)."""
+    """One graph offered `times` times: full-graph node classification, with several steps per
+    epoch so that Lightning's per-epoch work (validation, checkpoints) is not paid every step."""
 
-    def __init__(self, graph):
-        self.graph = graph
+    def __init__(self, graph, times: int = 1):
+        self.graph, self.times = graph, times
 
     def __len__(self) -> int:
-        return 1
+        return self.times
 
     def __getitem__(self, i: int):
         return self.graph
@@ -47,7 +48,8 @@ def sbm_graph(block_sizes: list[int], p_in: float, p_out: float, num_features: i
 class GraphDataModule(DataModule):
     """`karate`: Zachary's karate club (34 members, 4 communities; torch_geometric builds it in).
     `sbm`: one generated graph of `num_blocks` communities. For both, nodes are split (stratified,
-    fixed by `split_seed`) into train/val/test and each step sees the whole graph with a mask.
+    fixed by `split_seed`) into train/val/test and each step sees the whole graph with a mask
+    (`steps_per_epoch` steps make one training epoch).
     `sbm_graphs`: `num_graphs` generated graphs labelled by how many communities they have."""
 
     def __init__(
@@ -64,6 +66,7 @@ class GraphDataModule(DataModule):
         num_features: int = 16,
         noise: float = 2.0,
         num_graphs: int = 600,
+        steps_per_epoch: int = 25,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -76,6 +79,7 @@ class GraphDataModule(DataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.num_blocks, self.block_size, self.p_in, self.p_out = num_blocks, block_size, p_in, p_out
         self.num_features, self.noise, self.num_graphs = num_features, noise, num_graphs
+        self.steps_per_epoch = steps_per_epoch
         self._graphs = None
 
     @property
@@ -128,9 +132,9 @@ class GraphDataModule(DataModule):
         graph = graphs[0]
         splits = split_indices(graph.num_nodes, self.val_fraction, self.test_fraction, labels=graph.y.numpy(), seed=self.split_seed)
         sets = []
-        for split in splits:
+        for split, times in zip(splits, (self.steps_per_epoch, 1, 1)):
             masked = graph.clone()
             masked.mask = torch.zeros(graph.num_nodes, dtype=torch.bool)
             masked.mask[torch.as_tensor(split)] = True
-            sets.append(_Repeat(masked))
+            sets.append(_Repeat(masked, times))
         self.train_set, self.val_set, self.test_set = sets
