@@ -49,6 +49,3 @@ def check_compat(cfg: DictConfig) -> None:
                 "model.optimizer",
                 f"DeepSpeed offload steps the optimizer with its CPU Adam; {optimizer} is not Adam/AdamW: use model/optimizer=adamw",
             )
-        stage = 0 if isinstance(strategy, str) else int(strategy.get("stage", 2))
-        if _get(cfg, "model.compile") and stage == 3:
-            raise ConfigError("model.compile", "torch.compile does not trace DeepSpeed ZeRO-3's parameter hooks; use deepspeed_zero2 or drop model.compile")
