@@ -9,14 +9,14 @@ FAMILIES = ["resnet", "densenet", "mobilenet", "efficientnet", "inception"]
 def test_smoke(train, model):
     """Each family's default config trains a few steps, validates and tests end to end."""
     size = ["data.image_size=16"] if model != "inception" else []  # inception's minimum is its default, 75
-    metrics, run_dir = train(f"model={model}", "budget=smoke", "data.batch_size=16", *size)
+    metrics, run_dir = train(f"model={model}", "budget=smoke", "data.batch_size=8", *size)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
 
 
 def test_net_swaps_inside_the_task(train):
     """`model/net=` swaps the net inside a task: the resnet task with the densenet net."""
-    metrics, run_dir = train("model=resnet", "model/net=densenet", "budget=smoke", "data.batch_size=16")
+    metrics, run_dir = train("model=resnet", "model/net=densenet", "budget=smoke", "data.batch_size=8")
     assert "test/acc" in metrics
     assert "family: densenet" in (run_dir / "config.yaml").read_text()
 
