@@ -55,7 +55,7 @@ def saved_bytes(tmp_path_factory):
         run_dir = root / precision
         cfg = compose(
             [
-                "model=transformer", f"trainer.precision={precision}", "budget=smoke", "trainer.max_steps=2", "test=false",
+                "model=transformer", "data.max_bytes=100000", f"trainer.precision={precision}", "budget=smoke", "trainer.max_steps=2", "test=false",
                 "logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                 "~callbacks.best_checkpoint", "+callbacks.saved._target_=tests.test_precision.SavedActivations",
             ],

@@ -24,15 +24,16 @@ COMMON = (
 class Runs:
     """Each trainer runs once per module (a 2-process run costs 10-30 s here), on demand."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, common: tuple[str, ...] = COMMON):
         self.root = root
+        self.common = common
         self.done: dict[str, Path] = {}
 
     def __call__(self, trainer: str, *extra: str) -> Path:
         key = " ".join((trainer, *extra))
         if key not in self.done:
             run_dir = self.root / f"run{len(self.done)}"
-            result = dtrain_cli(f"trainer={trainer}", *COMMON, *extra, cwd=self.root, env={"DTRAIN_RUN_DIR": str(run_dir)})
+            result = dtrain_cli(f"trainer={trainer}", *self.common, *extra, cwd=self.root, env={"DTRAIN_RUN_DIR": str(run_dir)})
             assert result.returncode == 0, result.stderr[-3000:]
             self.done[key] = run_dir
         return self.done[key]
