@@ -35,6 +35,7 @@ class VisionNet(nn.Module):
         arch: str | None = None,
         small_stem: bool = False,
         options: dict | None = None,
+        bn_momentum: float | None = 0.1,
     ):
         super().__init__()
         import torchvision
@@ -64,6 +65,12 @@ class VisionNet(nn.Module):
         _set(self.net, conv_path, new)
         if small_stem and pool_path is not None:
             _set(self.net, pool_path, nn.Identity())
+        if bn_momentum is not None:
+            # MobileNetV3 ships momentum 0.01: on a small data set the running statistics are
+            # still near their initial values after hundreds of steps, so eval mode is chance.
+            for module in self.net.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.momentum = bn_momentum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
