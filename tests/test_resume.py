@@ -35,7 +35,10 @@ def global_step(path: Path) -> int:
 
 def start(run_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "DTRAIN_RUN_DIR": str(run_dir), "WANDB_MODE": "offline"}
-    return subprocess.Popen([sys.executable, "-m", "dtrain", *RUN], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its own session, so the kill takes the whole process tree (W&B's service too), as a
+    # preemption or an OOM kill of a job's cgroup would.
+    return subprocess.Popen([sys.executable, "-m", "dtrain", *RUN], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path):
@@ -50,7 +53,7 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path):
         assert time.monotonic() < deadline, "no checkpoint past step 100"
         time.sleep(0.2)
     assert killed.poll() is None, "the run finished before it could be killed"
-    killed.send_signal(signal.SIGKILL)
+    os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
