@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up (see setup.sh) and runs the whole test suite: the default tests, then the slow ones
-# (convergence bars, long multi-process runs). Pass pytest arguments to run a subset instead.
+# Sets up (see setup.sh) and runs the test suite: the default tests, then the slow ones (long
+# multi-process runs, the quicker convergence bars). Pass pytest arguments to run a subset
+# instead, e.g. `-m bars` for the long convergence bars.
 # Inside a loopback-only network namespace where we may make one, since Ray otherwise probes
 # and binds the machine's external interface.
 set -euo pipefail
@@ -9,7 +10,7 @@ bash scripts/setup.sh test
 if [ $# -gt 0 ]; then
   tests=".venv/bin/python -m pytest $*"
 else
-  tests='.venv/bin/python -m pytest -q -m "not slow" && .venv/bin/python -m pytest -q -m slow'
+  tests='.venv/bin/python -m pytest -q -m "not slow and not bars" && .venv/bin/python -m pytest -q -m "slow and not bars"'
 fi
 if unshare -n true 2>/dev/null; then
   exec unshare -n sh -c "ip link set lo up && $tests"

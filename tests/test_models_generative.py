@@ -81,7 +81,7 @@ def test_grids_are_logged_to_wandb(train, digits_cache):
 
 
 # -- the bars: default configs (only shortened where the bar is still reached) -----------------
-@pytest.mark.slow
+@pytest.mark.bars
 def test_autoencoder_flags_the_held_out_digit(train):
     metrics, _ = train("model=autoencoder")
     print(metrics)  # the measured figure, shown with pytest -rP
@@ -99,7 +99,7 @@ def test_vae_elbo_improves_and_saves_grids(train, digits_cache):
     assert {"samples-test.png", "interpolation-test.png"} <= grids
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 @pytest.mark.parametrize("model", ["dcgan", "wgan", "diffusion"])
 def test_samples_cover_the_digits(train, digits_cache, model):
     metrics, run_dir = train(f"model={model}", f"paths.cache_dir={digits_cache}")

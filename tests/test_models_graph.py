@@ -20,7 +20,7 @@ def test_smoke(train, overrides):
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 @pytest.mark.parametrize("model", ["gcn", "gat"])
 def test_karate_held_out_accuracy(train, model):
     scores = [train(f"model={model}", f"seed={seed}")[0]["test/acc"] for seed in range(5)]

@@ -19,14 +19,14 @@ def test_transformer_smoke(train):
     assert metrics["baseline/unigram_entropy_bits"] > 4
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
 def test_recurrent_beats_naive_forecast(train, model):
     metrics, _ = train(f"model={model}")
     assert metrics["test/mse"] <= 0.8 * metrics["baseline/naive_mse"], metrics
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 def test_lstm_classifies_digit_rows(train):
     metrics, _ = train("model=mlp", "model/net=lstm", "data=sequences", "trainer.max_epochs=30")
     assert metrics["test/acc"] >= 0.9, metrics
@@ -44,7 +44,7 @@ def test_seq2seq_smoke(train, model):
     assert 0.0 <= metrics["test/exact_match"] <= 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 @pytest.mark.parametrize("model", ["seq2seq", "seq2seq_lstm"])
 def test_seq2seq_reverses(train, model):
     metrics, _ = train(f"model={model}")
@@ -57,7 +57,7 @@ def test_bert_smoke(train):
     assert 0.0 < metrics["baseline/most_frequent_token_acc"] < 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 def test_bert_masked_accuracy(train):
     metrics, _ = train("model=bert")
     assert metrics["test/masked_acc"] >= 3 * metrics["baseline/most_frequent_token_acc"], metrics

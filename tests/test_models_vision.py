@@ -33,7 +33,7 @@ def test_inception_refuses_small_images():
 BARS = {"resnet": 0.95, "densenet": 0.9, "mobilenet": 0.9, "efficientnet": 0.9, "inception": 0.9}
 
 
-@pytest.mark.slow
+@pytest.mark.bars
 @pytest.mark.parametrize("model", FAMILIES)
 def test_bar(train, model):
     metrics, _ = train(f"model={model}")

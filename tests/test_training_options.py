@@ -89,6 +89,7 @@ def test_activation_checkpointing_wraps_the_repeated_blocks():
         (("trainer=deepspeed_zero2_offload", "model/optimizer=sgd"), "model.optimizer"),
         (("trainer=deepspeed_zero3", "trainer.precision=64-true"), "trainer.precision"),
         (("trainer=fsdp", "trainer.precision=64-true"), "trainer.precision"),
+        (("trainer=pipeline", "trainer.gradient_clip_val=1.0"), "trainer.gradient_clip_val"),
     ],
 )
 def test_unsupported_combinations_are_refused_before_start(overrides, key, tmp_path):

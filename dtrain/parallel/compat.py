@@ -31,6 +31,8 @@ def check_compat(cfg: DictConfig) -> None:
     precision = str(trainer.get("precision", "32-true"))
     clip = trainer.get("gradient_clip_val")
     algorithm = trainer.get("gradient_clip_algorithm") or "norm"
+    if kind == "Pipeline" and clip:
+        raise ConfigError("trainer.gradient_clip_val", "gradient clipping is not supported with trainer=pipeline (each rank sees only its stage's gradients); set it to null")
     if kind in ("deepspeed", "fsdp") and precision in ("64-true", "64", "double"):
         raise ConfigError("trainer.precision", f"{kind} has no float64 mode; use 32-true (or trainer=ddp for 64-true)")
     if kind == "deepspeed" and clip and algorithm == "value":
