@@ -33,10 +33,17 @@ def train(tmp_path):
     return _train
 
 
+def child_env(**extra: str) -> dict:
+    """The environment for a dtrain process a test starts: without the W&B service this test
+    process may have started (a child would register its runs there, outliving a killed child)."""
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # tests.probes
+    return {**env, "PYTHONPATH": pythonpath, **extra}
+
+
 def dtrain_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m dtrain <args>` as a user would run it; runs go under `cwd`/runs."""
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # tests.probes
-    full_env = {**os.environ, "DTRAIN_RUNS_DIR": str(cwd / "runs"), "PYTHONPATH": pythonpath, **(env or {})}
+    full_env = child_env(DTRAIN_RUNS_DIR=str(cwd / "runs"), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -1,9 +1,10 @@
 """DDP with 2 real processes over gloo: ranks see different batches, end with identical
 parameters, equal to one process with the same global batch; multiruns of DDP jobs work."""
 
+import json
 from pathlib import Path
 
-import json
+import pytest
 import torch
 
 from tests.conftest import dtrain_cli
@@ -21,9 +22,10 @@ def probe(run_dir: Path, rank: int):
     return record, torch.load(run_dir / "probe" / f"rank{rank}.pt")
 
 
-def test_ddp_ranks_split_the_data_and_agree_with_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_ddp_ranks_split_the_data_and_agree_with_one_process(tmp_path, strategy):
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    ddp = dtrain_cli(*SMALL_LM, "trainer=ddp", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(ddp_dir)})
+    ddp = dtrain_cli(*SMALL_LM, f"trainer={strategy}", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(ddp_dir)})
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = dtrain_cli(*SMALL_LM, "trainer=cpu", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(single_dir)})
     assert single.returncode == 0, single.stderr[-3000:]

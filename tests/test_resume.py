@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dtrain.checkpoints import newest_valid_checkpoint
-from tests.conftest import REPO, dtrain_cli
+from tests.conftest import REPO, child_env, dtrain_cli
 
 # Dropout, batch norm, AdamW and a shuffled loader: everything that makes plain Lightning resume
 # differ. 78 steps per epoch; a checkpoint every 10 steps.
@@ -34,7 +34,7 @@ def global_step(path: Path) -> int:
 
 
 def start(run_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "DTRAIN_RUN_DIR": str(run_dir), "WANDB_MODE": "offline"}
+    env = child_env(DTRAIN_RUN_DIR=str(run_dir), WANDB_MODE="offline")
     # Its own session, so the kill takes the whole process tree (W&B's service too), as a
     # preemption or an OOM kill of a job's cgroup would.
     return subprocess.Popen([sys.executable, "-m", "dtrain", *RUN], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path):
     assert 100 <= steps_done < 3 * 78 and steps_done % 78, "the resume must start mid-epoch"
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "dtrain", f"resume={killed_dir}"], cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
+        [sys.executable, "-m", "dtrain", f"resume={killed_dir}"], cwd=REPO, env=child_env(WANDB_MODE="offline"),
         capture_output=True, text=True, timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -9,11 +9,14 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class _AppendingWriter(ExperimentWriter):
-    def __init__(self, log_dir: str) -> None:
-        super().__init__(log_dir)
-        if self._fs.isfile(self.metrics_file_path):  # continue the columns already written
+    def save(self) -> None:
+        # Continue the columns already in the file, whoever wrote them (the run before a resume,
+        # or the fit processes of a spawn strategy); new columns merge into the header.
+        if self.metrics and self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = next(csv.reader(file), [])
+                header = next(csv.reader(file), [])
+            self.metrics_keys = header + sorted(set(self.metrics_keys) - set(header))
+        super().save()
 
     def _check_log_dir_exists(self) -> None:
         pass  # keep the rows of the run before the resume; new columns merge into the header
