@@ -47,3 +47,30 @@ def dtrain_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = N
     return subprocess.run(
         [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture
+def record_bar(record_property):
+    """record_bar(metric, measured, bar): shown with the test's wall time (time to the bar) in a
+    table at the end of the session."""
+
+    def _record(metric: str, measured: float, bar: float) -> None:
+        record_property("bar", {"metric": metric, "measured": round(float(measured), 4), "bar": round(float(bar), 4)})
+
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The convergence bars this session measured: one JSON line per bar test, with its wall time."""
+    rows = []
+    for outcome in ("passed", "failed", "xfailed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name == "bar" and report.when == "call":
+                    rows.append({"test": report.nodeid.split("::", 1)[1], "outcome": outcome, **value, "seconds": round(report.duration)})
+    if rows:
+        import json
+
+        terminalreporter.section("convergence bars (time to bar)")
+        for row in rows:
+            terminalreporter.write_line(json.dumps(row))
