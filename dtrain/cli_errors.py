@@ -14,3 +14,8 @@ def exit_on_config_error(fn: Callable, *args, **kwargs):
     except ConfigError as error:
         print(f"dtrain: error: {error}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
+    except Exception as error:  # Hydra's instantiate wraps what a constructor (a datamodule's) raises
+        if not isinstance(error.__cause__, ConfigError):
+            raise
+        print(f"dtrain: error: {error.__cause__}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
