@@ -71,7 +71,8 @@ def digits_classifier(cache_dir: str | Path) -> nn.Module:
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     except (FileNotFoundError, RuntimeError, KeyError, EOFError):  # absent, stale or cut short: retrain
-        net, accuracy = train_digits_classifier()
+        with torch.inference_mode(False), torch.enable_grad():  # first use comes inside Lightning's validation
+            net, accuracy = train_digits_classifier()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save({"state_dict": net.state_dict(), "test_accuracy": accuracy}, tmp)
