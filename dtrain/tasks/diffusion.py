@@ -23,10 +23,11 @@ class Diffusion(Task):
     """The net maps (noised images, steps) to the predicted noise (dtrain.nets.unet.UNet).
 
     `val/loss` and `test/loss` are the noise-prediction error on the split (with fixed noise,
-    so epochs compare). Every `sample_every_n_epochs` validations a grid of samples is saved;
-    the test also scores `num_score_samples` samples with the cached digits classifier
-    (`test/frechet_digits_distance`, `test/class_coverage`). `sample_steps` < `timesteps`
-    samples on evenly spaced steps (the respaced DDPM chain), which is much cheaper.
+    so epochs compare). Each validation and the test also score `num_score_samples` samples
+    with the cached digits classifier (`val/frechet_digits_distance`, `val/class_coverage`,
+    likewise for test; so a run can stop once its samples are good enough) and save a grid of
+    them. `sample_steps` < `timesteps` samples on evenly spaced steps (the respaced DDPM chain),
+    which is much cheaper.
     """
 
     def __init__(
@@ -38,7 +39,6 @@ class Diffusion(Task):
         timesteps: int = 1000,
         sample_steps: int = 100,
         num_score_samples: int = 1000,
-        sample_every_n_epochs: int = 10,
         ema_decay: float | None = 0.995,
         scheduler=None,
     ):
@@ -46,7 +46,6 @@ class Diffusion(Task):
         self.image_shape = tuple(image_shape)
         self.timesteps, self.sample_steps = timesteps, sample_steps
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
-        self.sample_every_n_epochs = sample_every_n_epochs
         self.register_buffer("alpha_bars", cosine_alpha_bars(timesteps).float(), persistent=False)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # An exponential moving average of the weights samples much better than the raw weights.
@@ -79,7 +78,7 @@ class Diffusion(Task):
         x = batch[0]
         metric.update(self.noise_loss(x, torch.Generator().manual_seed(batch_idx), net=self._denoiser()), weight=len(x))
         self.log(f"{stage}/loss", metric, prog_bar=True)
-        if stage == "test" and self.cache_dir is not None:
+        if self.cache_dir is not None:
             self._score(stage).update_real(x)
 
     def validation_step(self, batch, batch_idx):
@@ -117,16 +116,25 @@ class Diffusion(Task):
             self._scores[stage] = SampleScore(self.cache_dir).to(self.device)
         return self._scores[stage]
 
+    def _epoch_end(self, stage: str) -> None:
+        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
+            if stage in self._scores:
+                self._scores[stage].reset()
+            return
+        name = f"samples-epoch{self.current_epoch:03d}" if stage == "val" else "samples-test"
+        if self.cache_dir is None:
+            save_grid(self.trainer, self.sample(64), name)
+            return
+        score = self._score(stage)
+        for chunk in range(0, self.num_score_samples, 500):
+            samples = self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1)
+            score.update_fake(samples)
+            if chunk == 0:
+                save_grid(self.trainer, samples[:64], name)
+        self.log_dict({f"{stage}/{k}": v for k, v in score.compute().items()})
+
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking and (self.current_epoch + 1) % self.sample_every_n_epochs == 0:
-            save_grid(self.trainer, self.sample(64), f"samples-epoch{self.current_epoch:03d}")
+        self._epoch_end("val")
 
     def on_test_epoch_end(self) -> None:
-        samples = self.sample(64)
-        save_grid(self.trainer, samples, "samples-test")
-        if self.cache_dir is None:
-            return
-        score = self._score("test")
-        for chunk in range(0, self.num_score_samples, 500):
-            score.update_fake(self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1))
-        self.log_dict({f"test/{k}": v for k, v in score.compute().items()})
+        self._epoch_end("test")
