@@ -62,6 +62,20 @@ def test_fashion_mnist_as_rgb_at_another_size(tmp_path):
     assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])  # grey copied to each channel
 
 
+def test_old_processed_mnist_files_are_read_too(tmp_path):
+    """Older torchvision versions kept MNIST as <root>/MNIST/processed/{training,test}.pt; the
+    installed one still reads them, so they are not reported missing."""
+    from dtrain.data.torchvision_datasets import TorchvisionDataModule
+
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir(parents=True)
+    for file, n in (("training.pt", 20), ("test.pt", 10)):
+        torch.save((torch.zeros(n, 28, 28, dtype=torch.uint8), torch.arange(n) % 10), processed / file)
+    data = TorchvisionDataModule("MNIST", str(tmp_path), val_fraction=0.5)
+    data.setup()
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (10, 10, 10)
+
+
 def test_config_errors_name_the_key_and_the_fix(tmp_path):
     from dtrain.config.errors import ConfigError
     from dtrain.data.torchvision_datasets import TorchvisionDataModule
