@@ -42,6 +42,8 @@ class Diffusion(Task):
         ema_decay: float | None = 0.995,
         scheduler=None,
     ):
+        # plain ints, not Hydra's ListConfig: the saved hyperparameters must load with weights_only
+        image_shape = [int(size) for size in image_shape]
         super().__init__(net, optimizer, scheduler)
         self.image_shape = tuple(image_shape)
         self.timesteps, self.sample_steps = timesteps, sample_steps
