@@ -52,7 +52,7 @@ def test_seq2seq_reverses(train, model):
 
 
 def test_bert_smoke(train):
-    metrics, _ = train("model=bert", "budget=smoke")
+    metrics, _ = train("model=bert", "budget=smoke", "data.max_bytes=300000")
     assert 0.0 <= metrics["test/masked_acc"] <= 1.0
     assert 0.0 < metrics["baseline/most_frequent_token_acc"] < 1.0
 

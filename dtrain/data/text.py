@@ -1,4 +1,4 @@
-"""Byte-level text for language models: a user's file or folder, or the Python standard library's sources."""
+"""Text for language models: a user's file or folder, or the Python standard library's sources."""
 
 import math
 import sysconfig
@@ -9,8 +9,10 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
+from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens
 
-VOCAB_SIZE = 256  # bytes; models never need a tokenizer download
+BYTES = 256
+TOKENIZERS = ("bytes", "bpe")
 
 
 def stdlib_dir() -> Path:
@@ -49,6 +51,11 @@ class TokenBlocks(Dataset):
 
 
 class TextDataModule(DataModule):
+    """A corpus cut into train/val/test text in order (the last `val_fraction` and
+    `test_fraction` held out), tokenized as raw bytes (`tokenizer=bytes`: 256 ids, bits per token
+    are bits per character) or by a byte-level BPE of `vocab_size` ids trained on the training
+    text (`tokenizer=bpe`)."""
+
     def __init__(
         self,
         path: str | None = None,
@@ -58,43 +65,64 @@ class TextDataModule(DataModule):
         batch_size: int = 64,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
+        tokenizer: str = "bytes",
+        vocab_size: int = 4096,
         num_workers: int = 0,
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         self.path = Path(path) if path is not None else stdlib_dir()
         self.pattern, self.max_bytes, self.block_size = pattern, max_bytes, block_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self._tokens: torch.Tensor | None = None
+        self.tokenizer_name, self.bpe_vocab_size = tokenizer, vocab_size
+        self.tokenizer: BytePairTokenizer | None = None
+        self._splits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _corpus(self) -> bytes:
+        if not self.path.exists():
+            raise ConfigError("data.path", f"{self.path} does not exist; give a text file or a folder of them")
+        corpus = read_corpus(self.path, self.pattern, self.max_bytes)
+        if len(corpus) < 20 * self.block_size:
+            raise ConfigError("data.path", f"{self.path} holds {len(corpus)} bytes matching {self.pattern!r}; need at least {20 * self.block_size}")
+        return corpus
 
     @property
-    def tokens(self) -> torch.Tensor:
-        if self._tokens is None:
-            if not self.path.exists():
-                raise ConfigError("data.path", f"{self.path} does not exist; give a text file or a folder of them")
-            corpus = read_corpus(self.path, self.pattern, self.max_bytes)
-            if len(corpus) < 20 * self.block_size:
-                raise ConfigError("data.path", f"{self.path} holds {len(corpus)} bytes matching {self.pattern!r}; need at least {20 * self.block_size}")
-            self._tokens = torch.frombuffer(bytearray(corpus), dtype=torch.uint8).long()
-        return self._tokens
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids of the train, val and test text."""
+        if self._splits is None:
+            corpus = self._corpus()
+            n = len(corpus)
+            n_val, n_test = math.ceil(n * self.val_fraction), math.ceil(n * self.test_fraction)
+            n_train = n - n_val - n_test
+            pieces = corpus[:n_train], corpus[n_train : n_train + n_val], corpus[n_train + n_val :]
+            if self.tokenizer_name == "bytes":
+                self._splits = tuple(byte_tokens(piece) for piece in pieces)
+            else:
+                texts = [piece.decode("utf-8", errors="replace") for piece in pieces]
+                self.tokenizer = BytePairTokenizer(texts[0], self.bpe_vocab_size)
+                self._splits = tuple(self.tokenizer.encode(text) for text in texts)
+        return self._splits
 
     @property
     def shapes(self) -> dict[str, int]:
-        # Masked-LM nets need one more token id than the bytes: the mask.
-        return {"vocab_size": VOCAB_SIZE, "block_size": self.block_size, "mask_token": VOCAB_SIZE, "mlm_vocab_size": VOCAB_SIZE + 1}
+        if self.tokenizer_name == "bytes":
+            # Masked-LM nets need one more token id than the bytes: the mask.
+            return {"vocab_size": BYTES, "block_size": self.block_size, "mask_token": BYTES, "mlm_vocab_size": BYTES + 1}
+        self.splits  # trains the tokenizer
+        vocab = self.tokenizer.vocab_size
+        return {"vocab_size": vocab, "block_size": self.block_size, "mask_token": self.tokenizer.mask_token, "mlm_vocab_size": vocab}
 
     @property
     def baselines(self) -> dict[str, float]:
-        counts = torch.bincount(self.tokens, minlength=VOCAB_SIZE).double()
+        counts = torch.bincount(torch.cat(self.splits)).double()
         p = counts[counts > 0] / counts.sum()
-        # A masked-LM that always guessed the commonest byte would score `most_frequent_token_acc`.
-        return {"unigram_entropy_bits": float(-(p * p.log2()).sum()), "most_frequent_token_acc": float(p.max())}
+        # The best constant guess, chosen knowing the test text: a masked LM that always
+        # answered the test text's commonest token would score `most_frequent_token_acc`.
+        test = self.splits[2]
+        return {"unigram_entropy_bits": float(-(p * p.log2()).sum()), "most_frequent_token_acc": float(torch.bincount(test).max() / len(test))}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        n = len(self.tokens)
-        n_val, n_test = math.ceil(n * self.val_fraction), math.ceil(n * self.test_fraction)
-        n_train = n - n_val - n_test
-        pieces = self.tokens[:n_train], self.tokens[n_train : n_train + n_val], self.tokens[n_train + n_val :]
-        self.train_set, self.val_set, self.test_set = (TokenBlocks(p, self.block_size) for p in pieces)
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = (TokenBlocks(tokens, self.block_size) for tokens in self.splits)

@@ -99,8 +99,16 @@ class Head(nn.Module):
         return self.proj(self.norm(x))
 
 
+class MeanPool(nn.Module):
+    """(batch, length, d_model) -> (batch, d_model): one vector per sequence, for sequence labels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
 class Transformer(nn.Module):
-    """Tokens (batch, length) -> logits (batch, length, out_features or vocab_size)."""
+    """Tokens (batch, length) -> logits (batch, length, out_features or vocab_size), or with
+    `pool="mean"` one output per sequence (batch, out_features), e.g. a classification head."""
 
     def __init__(
         self,
@@ -113,8 +121,11 @@ class Transformer(nn.Module):
         causal: bool = True,
         out_features: int | None = None,
         encoder_layers: int = 0,
+        pool: str = "none",
     ):
         super().__init__()
+        if pool not in ("none", "mean"):
+            raise ValueError(f"pool={pool!r}: choose none (an output per token) or mean (one per sequence)")
         self.max_len = max_len
         self.embed = Embedding(vocab_size, max_len, d_model, dropout)
         if encoder_layers:
@@ -123,6 +134,7 @@ class Transformer(nn.Module):
             self.encoder = nn.ModuleList(Block(d_model, n_heads, dropout, causal=False) for _ in range(encoder_layers))
             self.encoder_norm = nn.LayerNorm(d_model)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, causal, cross=bool(encoder_layers)) for _ in range(n_layers))
+        self.pool = MeanPool() if pool == "mean" else nn.Identity()
         self.head = Head(d_model, out_features or vocab_size)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -160,12 +172,13 @@ class Transformer(nn.Module):
     def forward(
         self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None, source: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.head(self.features(tokens, padding_mask, source))
+        return self.head(self.pool(self.features(tokens, padding_mask, source)))
 
     def pipeline_layers(self) -> list[nn.Module]:
         """The net as ordered layers, each fed the previous one's output: running them in turn on
         tokens equals forward(tokens) (no padding mask). Pipeline parallelism splits this list."""
-        return [self.embed, *self.blocks, self.head]
+        pooling = [] if isinstance(self.pool, nn.Identity) else [self.pool]
+        return [self.embed, *self.blocks, *pooling, self.head]
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), nanoGPT's 6N + attention estimate."""

@@ -1,16 +1,17 @@
 """What every task shares: the net, the optimizer and schedule from config, lean loss logging,
-and the net-level training options (compile, activation checkpointing)."""
+and the net-level options (starting weights, compile, activation checkpointing)."""
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch import nn
 
-# Options every task takes (`model.compile=true`, `model.activation_checkpointing=true`) without
-# each subclass having to name them in its own __init__.
-TASK_OPTIONS = ("compile", "activation_checkpointing")
+# Options every task takes (`+model.init_from=<ckpt>`, `model.compile=true`,
+# `model.activation_checkpointing=true`) without each subclass having to name them in its own __init__.
+TASK_OPTIONS = ("init_from", "compile", "activation_checkpointing")
 
 
 class Task(L.LightningModule):
@@ -20,7 +21,9 @@ class Task(L.LightningModule):
     `scheduler` an optional partial taking the optimizer and, when it asks for it, the run's
     number of optimizer steps (`total_steps`). Subclasses define the steps and metrics.
 
-    Every task also accepts `compile` (torch.compile the net: the net, not the LightningModule,
+    Every task also accepts `init_from` (a checkpoint of another run, e.g. a masked-LM
+    pretraining: every net weight whose name and shape match is copied in, a new head keeps its
+    initialisation), `compile` (torch.compile the net: the net, not the LightningModule,
     whose `self.log` dynamo cannot trace) and `activation_checkpointing` (recompute each of the
     net's repeated blocks in the backward pass instead of keeping its activations). Both keep
     parameter names, so checkpoints load with or without them.
@@ -31,9 +34,11 @@ class Task(L.LightningModule):
         init = cls.__init__
 
         @functools.wraps(init)
-        def __init__(self, *args, compile: bool = False, activation_checkpointing: bool = False, **kwargs):
+        def __init__(self, *args, init_from: str | None = None, compile: bool = False, activation_checkpointing: bool = False, **kwargs):
             init(self, *args, **kwargs)
             if type(self) is cls:  # the outermost class applies them once, after the net exists
+                if init_from is not None:
+                    load_matching_weights(self.net, init_from)
                 self.apply_net_options(compile=compile, activation_checkpointing=activation_checkpointing)
 
         cls.__init__ = __init__
@@ -77,6 +82,23 @@ class Task(L.LightningModule):
         optimizer step, hence the +1), sparing every other step the logging machinery."""
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+
+def load_matching_weights(net: nn.Module, checkpoint: str) -> list[str]:
+    """Copy into `net` the weights of the checkpoint's net (a Lightning checkpoint of a dtrain
+    task) whose names and shapes match; returns the names of the net's weights left as they were.
+    A checkpoint sharing no weight with the net is an error, not a silent fresh start."""
+    from dtrain.config.errors import ConfigError
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError("model.init_from", f"{checkpoint} is not a checkpoint file; give a run's checkpoints/<name>.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    own = net.state_dict()
+    matching = {name: value for key, value in state.items() if key.startswith("net.") and (name := key[4:]) in own and own[name].shape == value.shape}
+    if not matching:
+        raise ConfigError("model.init_from", f"{checkpoint} holds no weight matching this net's names and shapes")
+    net.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
 
 
 def repeated_blocks(net: nn.Module) -> list[nn.Module]:

@@ -10,8 +10,10 @@ from dtrain.tasks.base import Task
 
 class MaskedLanguageModel(Task):
     """Batches are (tokens, anything); `mask_prob` of the tokens are replaced by `mask_token` and
-    the net (tokens -> logits over vocab_size, non-causal) is scored on those positions only.
-    Validation and test masks depend on the batch index alone, so every epoch sees the same ones."""
+    the net (non-causal) is scored on those positions only. The net exposes `features(tokens)`
+    (batch, length, width) and `head(states)` -> logits over vocab_size, so the head, as wide as
+    the vocabulary, runs on the masked positions alone. Validation and test masks depend on the
+    batch index alone, so every epoch sees the same ones."""
 
     def __init__(self, net, optimizer, mask_token: int, vocab_size: int, mask_prob: float = 0.15, scheduler=None):
         super().__init__(net, optimizer, scheduler)
@@ -22,8 +24,8 @@ class MaskedLanguageModel(Task):
 
     def _masked(self, tokens: torch.Tensor, generator: torch.Generator | None = None):
         chosen = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device) < self.mask_prob
-        logits = self.net(tokens.masked_fill(chosen, self.mask_token))
-        return logits[chosen], tokens[chosen]
+        states = self.net.features(tokens.masked_fill(chosen, self.mask_token))
+        return self.net.head(states[chosen]), tokens[chosen]
 
     def training_step(self, batch, batch_idx):
         logits, targets = self._masked(batch[0])

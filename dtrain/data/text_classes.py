@@ -1,0 +1,136 @@
+"""Labelled text snippets: a folder of class folders of text files, or by default the Python
+standard library, each snippet labelled with the package its source file belongs to."""
+
+import random
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from dtrain.config.errors import ConfigError
+from dtrain.data.base import DataModule
+from dtrain.data.text import BYTES, TOKENIZERS, stdlib_dir
+from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens
+
+# Packages every Python >= 3.11 ships with at least five source files outside its tests.
+STDLIB_PACKAGES = ["asyncio", "email", "importlib", "multiprocessing", "xml", "unittest", "ctypes", "urllib", "http", "json"]
+
+
+class TextClassesDataModule(DataModule):
+    """Snippets of `block_size` tokens cut from each file; the label is the file's class folder.
+
+    Files, not snippets, are split (per class, so every class has validation and test files):
+    a test snippet never comes from a file seen in training. The tokenizer (`bytes`, or `bpe`
+    learned from the training files) is the one `data=text` uses.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        classes: list[str] | None = None,
+        pattern: str = "*.py",
+        block_size: int = 64,
+        tokenizer: str = "bpe",
+        vocab_size: int = 4096,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__(batch_size, num_workers, seed)
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        self.path = Path(path) if path is not None else stdlib_dir()
+        if not self.path.is_dir():
+            raise ConfigError("data.path", f"{self.path} is not a folder; give a folder of class folders of text files")
+        self.classes = list(classes) if classes else (STDLIB_PACKAGES if path is None else self._class_folders())
+        self.pattern, self.block_size = pattern, block_size
+        self.tokenizer_name, self.bpe_vocab_size = tokenizer, vocab_size
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.tokenizer: BytePairTokenizer | None = None
+        self._splits: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _class_folders(self) -> list[str]:
+        folders = sorted(p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+        if len(folders) < 2:
+            raise ConfigError("data.path", f"{self.path} needs at least two class folders of text files")
+        return folders
+
+    def _files(self, name: str) -> list[Path]:
+        folder = self.path / name
+        skip = {"test", "tests", "__pycache__"}
+        files = sorted(
+            f for f in folder.rglob(self.pattern) if f.is_file() and not skip.intersection(f.relative_to(folder).parts[:-1]) and not f.name.startswith("test")
+        )
+        if len(files) < 3:
+            raise ConfigError("data.classes", f"class {name!r} has {len(files)} files matching {self.pattern!r} in {folder}; each class needs at least 3 (train, val, test)")
+        return files
+
+    def _split_files(self) -> list[list[tuple[Path, int]]]:
+        """[train, val, test] lists of (file, label): each class's files shuffled by split_seed,
+        at least one file of every class in each split."""
+        rng = random.Random(self.split_seed)
+        splits: list[list[tuple[Path, int]]] = [[], [], []]
+        for label, name in enumerate(self.classes):
+            files = self._files(name)
+            rng.shuffle(files)
+            n_test = max(1, round(self.test_fraction * len(files)))
+            n_val = max(1, round(self.val_fraction * len(files)))
+            parts = files[n_test + n_val :], files[n_test : n_test + n_val], files[:n_test]
+            for split, part in zip(splits, parts):
+                split.extend((f, label) for f in part)
+        return splits
+
+    def _snippets(self, files: list[tuple[Path, int]], encode) -> tuple[torch.Tensor, torch.Tensor]:
+        blocks, labels = [], []
+        for file, label in files:
+            tokens = encode(file.read_bytes())
+            count = len(tokens) // self.block_size
+            blocks.append(tokens[: count * self.block_size].view(count, self.block_size))
+            labels += [label] * count
+        return torch.cat(blocks), torch.tensor(labels)
+
+    @property
+    def splits(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(snippets, labels) of train, val and test."""
+        if self._splits is None:
+            files = self._split_files()
+            if self.tokenizer_name == "bytes":
+                encode = byte_tokens
+            else:
+                training_text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f, _ in files[0])
+                self.tokenizer = BytePairTokenizer(training_text, self.bpe_vocab_size)
+                encode = lambda data: self.tokenizer.encode(data.decode("utf-8", errors="replace"))  # noqa: E731
+            self._splits = [self._snippets(split, encode) for split in files]
+            for name, (_, labels) in zip(("train", "val", "test"), self._splits):
+                if len(labels.unique()) < len(self.classes):
+                    raise ConfigError("data.block_size", f"some class has no {name} file of {self.block_size} tokens or more; use a smaller block_size")
+        return self._splits
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        if self.tokenizer_name == "bytes":  # the mask is one id past the bytes
+            vocab, mask, mlm_vocab = BYTES, BYTES, BYTES + 1
+        else:
+            self.splits  # trains the tokenizer
+            vocab, mask, mlm_vocab = self.tokenizer.vocab_size, self.tokenizer.mask_token, self.tokenizer.vocab_size
+        return {
+            "vocab_size": vocab,
+            "block_size": self.block_size,
+            "num_classes": len(self.classes),
+            "num_outputs": len(self.classes),
+            "mask_token": mask,
+            "mlm_vocab_size": mlm_vocab,
+        }
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        train_labels, test_labels = self.splits[0][1], self.splits[2][1]
+        majority = torch.bincount(train_labels).argmax()
+        return {"majority_class_acc": float((test_labels == majority).double().mean())}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = (TensorDataset(x, y) for x, y in self.splits)
