@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (see setup.sh) and runs the test suite: the default tests, then the slow ones (long
-# multi-process runs, the quicker convergence bars). Pass pytest arguments to run a subset
-# instead, e.g. `-m bars` for the long convergence bars.
+# Sets up (see setup.sh) and runs the test suite in three stages: the default tests, the slow
+# ones (long multi-process runs), then the convergence bars (every model reaching its bar, with
+# its time to the bar printed at the end). Pass pytest arguments to run a subset instead, e.g.
+# `-m bars -k vision`.
 # Inside a loopback-only network namespace where we may make one, since Ray otherwise probes
 # and binds the machine's external interface.
 set -euo pipefail
@@ -10,7 +11,7 @@ bash scripts/setup.sh test
 if [ $# -gt 0 ]; then
   tests=".venv/bin/python -m pytest $*"
 else
-  tests='.venv/bin/python -m pytest -q -m "not slow and not bars" && .venv/bin/python -m pytest -q -m "slow and not bars"'
+  tests='.venv/bin/python -m pytest -q -m "not slow and not bars" && .venv/bin/python -m pytest -q -m "slow and not bars" && .venv/bin/python -m pytest -q -m bars'
 fi
 if unshare -n true 2>/dev/null; then
   exec unshare -n sh -c "ip link set lo up && $tests"

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.bars import stop_at
+
 
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
 def test_recurrent_smoke(train, model):
@@ -21,20 +23,23 @@ def test_transformer_smoke(train):
 
 @pytest.mark.bars
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
-def test_recurrent_beats_naive_forecast(train, model):
+def test_recurrent_beats_naive_forecast(train, record_bar, model):
     metrics, _ = train(f"model={model}")
+    record_bar("test/mse", metrics["test/mse"], 0.8 * metrics["baseline/naive_mse"])
     assert metrics["test/mse"] <= 0.8 * metrics["baseline/naive_mse"], metrics
 
 
 @pytest.mark.bars
-def test_lstm_classifies_digit_rows(train):
-    metrics, _ = train("model=mlp", "model/net=lstm", "data=sequences", "trainer.max_epochs=30")
+def test_lstm_classifies_digit_rows(train, record_bar):
+    metrics, _ = train("model=mlp", "model/net=lstm", "data=sequences", "trainer.max_epochs=30", *stop_at("val/acc", 0.93))
+    record_bar("test/acc", metrics["test/acc"], 0.9)
     assert metrics["test/acc"] >= 0.9, metrics
 
 
-@pytest.mark.slow
-def test_transformer_bits_per_char(train):
+@pytest.mark.bars
+def test_transformer_bits_per_char(train, record_bar):
     metrics, _ = train("model=transformer")
+    record_bar("test/bpc", metrics["test/bpc"], metrics["baseline/unigram_entropy_bits"] - 1.5)
     assert metrics["test/bpc"] <= metrics["baseline/unigram_entropy_bits"] - 1.5, metrics
 
 
@@ -46,8 +51,9 @@ def test_seq2seq_smoke(train, model):
 
 @pytest.mark.bars
 @pytest.mark.parametrize("model", ["seq2seq", "seq2seq_lstm"])
-def test_seq2seq_reverses(train, model):
-    metrics, _ = train(f"model={model}")
+def test_seq2seq_reverses(train, record_bar, model):
+    metrics, _ = train(f"model={model}", *stop_at("val/exact_match", 0.95))
+    record_bar("test/exact_match", metrics["test/exact_match"], 0.9)
     assert metrics["test/exact_match"] >= 0.9, metrics
 
 
@@ -58,6 +64,7 @@ def test_bert_smoke(train):
 
 
 @pytest.mark.bars
-def test_bert_masked_accuracy(train):
+def test_bert_masked_accuracy(train, record_bar):
     metrics, _ = train("model=bert")
+    record_bar("test/masked_acc", metrics["test/masked_acc"], 3 * metrics["baseline/most_frequent_token_acc"])
     assert metrics["test/masked_acc"] >= 3 * metrics["baseline/most_frequent_token_acc"], metrics
