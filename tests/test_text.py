@@ -87,7 +87,7 @@ def test_init_from_a_missing_checkpoint_is_a_clean_error(tmp_path):
 @pytest.mark.bars
 def test_bert_classifies_stdlib_packages(train, record_bar):
     """Which of ten stdlib packages a 64-token snippet comes from, judged on files never trained on."""
-    metrics, _ = train("model=bert_classifier")
+    metrics, _ = train("model=bert_classifier", *stop_at("val/acc", 0.5))
     bar = 2 * metrics["baseline/majority_class_acc"]
     record_bar("test/acc", metrics["test/acc"], bar)
     assert metrics["test/acc"] >= bar, metrics

@@ -122,10 +122,13 @@ class Transformer(nn.Module):
         out_features: int | None = None,
         encoder_layers: int = 0,
         pool: str = "none",
+        tie_embeddings: bool = False,
     ):
         super().__init__()
         if pool not in ("none", "mean"):
             raise ValueError(f"pool={pool!r}: choose none (an output per token) or mean (one per sequence)")
+        if tie_embeddings and out_features not in (None, vocab_size):
+            raise ValueError(f"tie_embeddings needs out_features == vocab_size ({vocab_size}), got {out_features}")
         self.max_len = max_len
         self.embed = Embedding(vocab_size, max_len, d_model, dropout)
         if encoder_layers:
@@ -137,6 +140,8 @@ class Transformer(nn.Module):
         self.pool = MeanPool() if pool == "mean" else nn.Identity()
         self.head = Head(d_model, out_features or vocab_size)
         self.apply(self._init_weights)
+        if tie_embeddings:  # the output layer reuses the token embeddings (same vocabulary in and out)
+            self.head.proj.weight = self.embed.tokens.weight
         for name, p in self.named_parameters():
             if name.endswith(("attn.out.weight", "mlp.down.weight")):  # GPT-2's residual scaling
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layers))
