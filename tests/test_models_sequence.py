@@ -31,7 +31,8 @@ def test_recurrent_beats_naive_forecast(train, record_bar, model):
 
 @pytest.mark.bars
 def test_lstm_classifies_digit_rows(train, record_bar):
-    metrics, _ = train("model=mlp", "model/net=lstm", "data=sequences", "trainer.max_epochs=30", *stop_at("val/acc", 0.93))
+    # The mlp config's learning rate (1e-3) is a tabular one: 30 epochs reach only 0.89 on the test.
+    metrics, _ = train("model=mlp", "model/net=lstm", "data=sequences", "model.optimizer.lr=3e-3", "trainer.max_epochs=60", *stop_at("val/acc", 0.95))
     record_bar("test/acc", metrics["test/acc"], 0.9)
     assert metrics["test/acc"] >= 0.9, metrics
 
