@@ -55,16 +55,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             write_env_record(run_dir, trainer)
 
-        with net_must_fit_data(cfg, trainer):  # Lightning's sanity check runs the first batch
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        status = "failed"
+        try:
+            with net_must_fit_data(cfg, trainer):  # Lightning's sanity check runs the first batch
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
-        metrics = {}
-        if cfg.get("test", True):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics = {key: float(value) for key, value in metrics.items()}
-        metrics.update({f"baseline/{key}": value for key, value in datamodule.baselines.items()})
-        finish_loggers(trainer.loggers)
+            metrics = {}
+            if cfg.get("test", True):
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            metrics = {key: float(value) for key, value in metrics.items()}
+            metrics.update({f"baseline/{key}": value for key, value in datamodule.baselines.items()})
+            status = "success"
+        finally:  # a failed run must not leave its W&B run open for the next run in this process
+            finish_loggers(trainer.loggers, status)
 
     if rank_zero_only.rank == 0:
         report(metrics, run_dir)
@@ -103,18 +107,18 @@ def check_batch_split(cfg: DictConfig, trainer) -> None:
     per_device_batch(cfg.data.batch_size, data_parallel_size(trainer), trainer.accumulate_grad_batches)
 
 
-def finish_loggers(loggers) -> None:
+def finish_loggers(loggers, status: str) -> None:
     """Close the loggers so their files are complete when run() returns; a W&B run left open
     would also be taken over by the next run in this process."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in loggers:
-        logger.finalize("success")
+        logger.finalize(status)
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=0 if status == "success" else 1)
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-}
+# The tests run a real one-node Slurm (slurm/local/start.sh); its Debian packages go in when we
+# are root and they are missing. Outside the venv stamp: they live on the machine, not in .venv.
+if [ "$extras" = test ] && [ "$(id -u)" = 0 ] && ! command -v slurmctld >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-cache show slurmctld >/dev/null 2>&1 || apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  fi
+fi
 stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-${extras}
 if [ -f .venv/.dtrain-stamp ] && [ "$(cat .venv/.dtrain-stamp)" = "$stamp" ]; then
   exit 0
