@@ -1,0 +1,1 @@
+"""Ray Tune sweeps: `python -m dtrain.tune sweep=<name>`, every trial a normal dtrain run."""

@@ -1,0 +1,66 @@
+"""`python -m dtrain.tune sweep=<name> [train overrides] [space.<key>=<distribution>] [sweep.<key>=...]`."""
+
+import os
+import sys
+
+from dtrain.cli_errors import exit_on_config_error
+
+
+def prepare(args: list[str]):
+    """Everything that can be wrong with the input, found before Ray starts."""
+    from dtrain.tune.plan import make_plan
+    from dtrain.tune.preflight import check_address, check_inputs
+
+    plan = make_plan(args)
+    cfg = check_inputs(plan)
+    extra = list(plan.settings.get("trial_overrides") or [])
+    group = f"logger.wandb.group={plan.name}"  # one W&B group per sweep
+    if cfg.get("logger") and cfg.logger.get("wandb") is not None and group not in extra:
+        extra.append(group)
+    plan.settings["trial_overrides"] = extra
+    address = plan.settings.get("address") or os.environ.get("RAY_ADDRESS")
+    if address and address != "auto":
+        check_address(address)
+    return plan, address
+
+
+def start_ray(plan, address):
+    import ray
+
+    from dtrain.tune.preflight import check_cluster
+
+    # Trials keep the sweep's working directory (relative data paths), not Ray's trial folder.
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true")}
+    runtime_env = {"env_vars": {k: v for k, v in {**env, **_passed_env()}.items()}}
+    kwargs = {"address": address} if address else {"object_store_memory": int(plan.settings.get("object_store_mb", 512)) * 2**20}
+    ray.init(**kwargs, runtime_env=runtime_env, include_dashboard=False, log_to_driver=bool(plan.settings.get("log_to_driver", True)), configure_logging=False)
+    check_cluster(plan)
+
+
+def _passed_env() -> dict:
+    """Variables the trials must see as the driver does (W&B mode, dtrain's own, test hooks)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("DTRAIN_", "WANDB_MODE", "PYTHONPATH"))}
+
+
+def sweep(args: list[str]) -> int:
+    plan, address = prepare(args)
+    start_ray(plan, address)
+    from dtrain.tune.results import write_results
+    from dtrain.tune.trial import trial_overrides
+    from dtrain.tune.tuner import build_tuner
+
+    tuner = build_tuner(plan)
+    plan.save()
+    print(f"sweep {plan.name}: {plan.sweep_dir} (continue it with: python -m dtrain.tune sweep.resume={plan.sweep_dir})", flush=True)
+    results = tuner.fit()
+    write_results(plan, results, lambda config, trial_id: trial_overrides(plan, config, trial_id))
+    return 1 if any(result.error for result in results) else 0
+
+
+def main() -> None:
+    code = exit_on_config_error(sweep, sys.argv[1:])
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

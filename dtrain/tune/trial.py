@@ -1,0 +1,147 @@
+"""What one trial runs: the `python -m dtrain` run its overrides describe, in <sweep>/trials/<id>/."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dtrain.tune.plan import Plan
+from dtrain.tune.report import CHECKPOINT_FILE, META_FILE
+
+SCHEDULE_FILE = "pbt_schedule.jsonl"  # one line per exploit: whose weights, which values from then on
+
+
+def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:
+    """The trial's command line: `python -m dtrain <these>` is the same run."""
+    swept = [dim.override(config[dim.param]) for dim in plan.dimensions if dim.param in config]
+    reporting = [
+        f"+callbacks.tune_report._target_=dtrain.tune.report.TuneReport",
+        f"+callbacks.tune_report.trial_id={trial_id}",
+        f"+callbacks.tune_report.keep={plan.settings['keep_checkpoints']}",
+    ]
+    if plan.settings["scheduler"]["name"] == "pbt":
+        reporting += [f"+callbacks.optimizer_config._target_=dtrain.tune.hyperparams.ApplyOptimizerConfig"]
+        reporting += [f"+callbacks.optimizer_config.{key}=${{model.optimizer.{key}}}" for key in _optimizer_keys(plan)]
+    return [*plan.train_overrides, *swept, *plan.settings.get("trial_overrides", []), *reporting]
+
+
+def _optimizer_keys(plan: Plan) -> list[str]:
+    prefix = "model.optimizer."
+    return [dim.key[len(prefix):] for dim in plan.dimensions if dim.key.startswith(prefix) and "." not in dim.key[len(prefix):]]
+
+
+def trial_config(plan: Plan, config: dict, trial_id: str) -> DictConfig:
+    from dtrain.checkpoints import newest_valid_checkpoint
+    from dtrain.config.compose import compose
+
+    trial_dir = plan.trial_dir(trial_id)
+    cfg = compose(trial_overrides(plan, config, trial_id), run_dir=trial_dir)
+    if newest_valid_checkpoint(trial_dir) is not None:  # a retry, or a restarted sweep: dtrain's resume
+        with open_dict(cfg):
+            cfg.resume = str(trial_dir)
+    return cfg
+
+
+def take_over_donor(trial_dir: Path, trial_id: str, checkpoint, overrides: list[str]) -> None:
+    """A PBT exploit restarts this trial from another trial's checkpoint: make that checkpoint
+    this run's newest, so that dtrain's own resume continues from the donor's weights."""
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+        if meta["trial_id"] == trial_id:
+            return  # our own checkpoint: a retry resumes from the trial directory
+        checkpoints = trial_dir / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        for old in checkpoints.glob("*.ckpt"):
+            old.unlink()
+        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, checkpoints / "last.ckpt")
+    with open(trial_dir / SCHEDULE_FILE, "a") as schedule:
+        schedule.write(json.dumps({"step": meta["step"], "donor": meta["trial_id"], "donor_checkpoint": checkpoint.path, "overrides": overrides}) + "\n")
+
+
+def run_trial(config: dict, plan: Plan) -> None:
+    """A single-process trial, run in the trial's own Ray actor (a Tune function trainable)."""
+    from ray import tune
+
+    from dtrain.train import run
+
+    _enter(plan)
+    trial_id = tune.get_context().get_trial_id()
+    trial_dir = plan.trial_dir(trial_id)
+    record_node(trial_dir)
+    take_over_donor(trial_dir, trial_id, tune.get_checkpoint(), trial_overrides(plan, config, trial_id))
+    run(trial_config(plan, config, trial_id))
+
+
+def run_distributed_trial(config: dict, plan: Plan) -> None:
+    """A multi-worker trial: this actor drives a Ray Train TorchTrainer whose workers (on any
+    node) each run the trial's config as one rank of a data-parallel job."""
+    from ray import tune
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    _enter(plan)
+    trial_id = tune.get_context().get_trial_id()
+    record_node(plan.trial_dir(trial_id))
+    resources = plan.settings["resources"]
+    per_worker = {"CPU": float(resources["cpus_per_worker"])}
+    if resources["gpus_per_worker"]:
+        per_worker["GPU"] = float(resources["gpus_per_worker"])
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"plan": plan, "config": config, "trial_id": trial_id},
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=bool(resources["gpus_per_worker"]), resources_per_worker=per_worker),
+        # a stable name: a retried driver finds the same Train run
+        run_config=RunConfig(name="train", storage_path=str(plan.trial_dir(trial_id) / "ray_train"), callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+_RAY_STRATEGIES = {"ddp": "RayDDPStrategy", "fsdp": "RayFSDPStrategy", "deepspeed": "RayDeepSpeedStrategy"}
+
+
+def ray_strategy_name(trainer_cfg) -> str:
+    strategy = trainer_cfg.get("strategy", "auto")
+    name = strategy if isinstance(strategy, str) else str(strategy.get("_target_", ""))
+    name = name.lower()
+    kind = "fsdp" if "fsdp" in name else "deepspeed" if "deepspeed" in name else "ddp"
+    return _RAY_STRATEGIES[kind]
+
+
+def _worker_loop(loop_config: dict) -> None:
+    """One rank of a multi-worker trial: the trial's config with Lightning's Ray pieces."""
+    from ray.train.lightning import prepare_trainer  # noqa: F401  (imported so a missing extra fails here)
+
+    from dtrain.train import run
+
+    plan, config, trial_id = loop_config["plan"], loop_config["config"], loop_config["trial_id"]
+    _enter(plan)
+    cfg = trial_config(plan, config, trial_id)
+    strategy = {"_target_": f"ray.train.lightning.{ray_strategy_name(cfg.trainer)}"}
+    if not isinstance(cfg.trainer.strategy, str):
+        strategy.update({k: v for k, v in OmegaConf.to_container(cfg.trainer.strategy).items() if k != "_target_"})
+    with open_dict(cfg):
+        cfg.trainer.strategy = strategy
+        cfg.trainer.devices = "auto"
+        cfg.trainer.num_nodes = 1  # Ray's environment tells Lightning the world
+        cfg.trainer.plugins = [{"_target_": "ray.train.lightning.RayLightningEnvironment"}]
+    run(cfg)
+
+
+def record_node(trial_dir: Path) -> None:
+    """ray_nodes.jsonl: which Ray node ran (each attempt of) this trial."""
+    import ray
+
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    with open(trial_dir / "ray_nodes.jsonl", "a") as f:
+        f.write(json.dumps({"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}) + "\n")
+
+
+def _enter(plan: Plan) -> None:
+    """Relative paths in overrides mean what they meant where the sweep was started."""
+    if os.path.isdir(plan.cwd):
+        os.chdir(plan.cwd)

@@ -1,0 +1,60 @@
+"""Test instruments for sweeps, plugged into trials like user callbacks (`+callbacks.x._target_=...`)."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def weights_fingerprint(state: dict) -> str:
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        if name.startswith("net."):
+            digest.update(name.encode())
+            digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Attempts(Callback):
+    """Appends to <run>/attempts.jsonl, at each start of fitting: the step it starts from, the
+    optimizer's hyperparameters it trains with and a fingerprint of the weights it starts from."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        group = trainer.optimizers[0].param_groups[0]
+        record = {
+            "step": trainer.global_step,
+            "lr": group["lr"],
+            "weight_decay": group.get("weight_decay"),
+            "weights": weights_fingerprint(pl_module.state_dict()),
+        }
+        with open(Path(trainer.default_root_dir) / "attempts.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class CrashOnce(Callback):
+    """Raises at `step` in the first trial of the sweep that gets there (a marker file made with
+    O_EXCL in `marker_dir` says it happened), so exactly one trial crashes, once."""
+
+    def __init__(self, marker_dir: str, step: int = 5):
+        self.marker = Path(marker_dir) / "crashed"
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step != self.step:
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, trainer.default_root_dir.encode())
+        os.close(fd)
+        raise RuntimeError(f"test crash at step {self.step}")
+
+
+def load_weights(ckpt: Path) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
