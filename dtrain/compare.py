@@ -33,7 +33,7 @@ def compare(cfg: DictConfig) -> list[Path]:
         raise ConfigError("compare.mode", f"{spec.mode!r} is no mode; choose one of: {', '.join(MODES)}")
     out = Path(cfg.paths.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m dtrain.compare " + " ".join(cfg_overrides())
+    command = " ".join(["python -m dtrain.compare", *cfg_overrides()])
     written = families(spec, out, command) if spec.mode == "families" else seq_len(spec.seq_len, out, command)
     for path in written:
         print(path)
@@ -149,12 +149,16 @@ def families_figure(rows):
     fig, axes = _grid(len(bars) + 1, 2, width=5.5, height=3.0)
     names = [r.family for r in rows]
     for ax, (title, field) in zip(axes, bars):
-        values = [getattr(r, field) for r in rows]
-        ax.bar(names, [0 if v is None or math.isnan(v) else v for v in values])
-        if all(v is None or math.isnan(v) for v in values):
+        values = [math.nan if v is None else float(v) for v in (getattr(r, field) for r in rows)]
+        known = [v for v in values if not math.isnan(v)]
+        drawn = ax.bar(names, [0.0 if math.isnan(v) else v for v in values])
+        ax.bar_label(drawn, labels=["" if math.isnan(v) else f"{v:.3g}" for v in values], fontsize="small")
+        if not known:
             ax.text(0.5, 0.5, "not recorded yet", transform=ax.transAxes, ha="center", va="center")
-        elif title in ("params", "FLOPs/sample", "samples/s"):
+            ax.set_yticks([])
+        elif min(known) > 0 and max(known) / min(known) > 30:  # families differ by orders of magnitude
             ax.set_yscale("log")
+        ax.margins(y=0.15)  # room for the value labels
         ax.set_title(title)
     ax = axes[len(bars)]
     for row in rows:
@@ -192,8 +196,8 @@ def seq_len(spec, out: Path, command: str) -> list[Path]:
         results = time_steps(specs, list(spec.lengths), spec.batch_size, spec.steps)
     (out / "seq_len.json").write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
     notes = [
-        f"`{command}`, batch {spec.batch_size}, median of {spec.steps} interleaved training steps "
-        f"(forward, backward, AdamW) per cell, on {machine()}.",
+        f"`{command}`, batch {spec.batch_size}, the fastest of {spec.steps} interleaved training steps "
+        f"(forward, backward, AdamW) per cell (medians in seq_len.json), on {machine()}.",
         "Nets: " + "; ".join(f"{r.model} ({r.params:,} params{', ' + ' '.join(spec.net_overrides.get(r.model, [])) if spec.net_overrides.get(r.model) else ''})" for r in results) + ".",
         "Exponent k: least-squares fit of step time ~ L^k, over all lengths and over the three longest.",
     ]
@@ -235,6 +239,7 @@ def seq_len_figure(results):
     for k, style in ((1, "--"), (2, ":")):  # reference slopes from the fastest model's first point
         ax.plot(lengths, [base * (n / lengths[0]) ** k for n in lengths], color="grey", linestyle=style, linewidth=1, label=f"~L^{k}")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.set_yscale("log")
     ax.set_xlabel("sequence length")
     ax.set_ylabel("ms per training step")

@@ -11,7 +11,8 @@ import numpy as np
 class LengthScaling:
     model: str
     lengths: list[int]
-    step_seconds: list[float]  # median over the timed steps, per length
+    step_seconds: list[float]  # the fastest timed step, per length: the least disturbed by other load
+    median_seconds: list[float]
     params: int
     exponent: float = math.nan  # fitted t ~ L^k over all lengths
     exponent_long: float = math.nan  # over the three longest (where the asymptotic cost shows)
@@ -45,9 +46,10 @@ def build_net(model: str, overrides: list[str], max_len: int):
 
 
 def time_steps(specs: dict[str, list[str]], lengths: list[int], batch_size: int, steps: int) -> list[LengthScaling]:
-    """Median seconds per training step (forward, a mean-square loss, backward, AdamW) for each
-    model and length. Rounds are interleaved over models and lengths, so that a load that comes
-    and goes on a shared machine falls on all of them rather than on one."""
+    """Seconds per training step (forward, a mean-square loss, backward, AdamW) for each model
+    and length: the fastest of `steps` and their median. Rounds are interleaved over models and
+    lengths, so that a load that comes and goes on a shared machine falls on all of them rather
+    than on one; the fastest step is the one it disturbed least."""
     import torch
 
     nets = {}
@@ -74,9 +76,10 @@ def time_steps(specs: dict[str, list[str]], lengths: list[int], batch_size: int,
                 samples[model][n].append(one_step(model, n))
     results = []
     for model in specs:
+        fastest = [float(np.min(samples[model][n])) for n in lengths]
         medians = [float(np.median(samples[model][n])) for n in lengths]
         params = sum(p.numel() for p in nets[model][0].parameters())
-        results.append(LengthScaling(model, list(lengths), medians, params, *growth_exponents(lengths, medians), samples=samples[model]))
+        results.append(LengthScaling(model, list(lengths), fastest, medians, params, *growth_exponents(lengths, fastest), samples=samples[model]))
     return results
 
 
