@@ -58,3 +58,15 @@ class CrashOnce(Callback):
 
 def load_weights(ckpt: Path) -> dict:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+class SlowEpochs(Callback):
+    """Sleeps after each epoch so that a test can act while a trial is mid-run."""
+
+    def __init__(self, seconds: float = 1.0):
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        import time
+
+        time.sleep(self.seconds)

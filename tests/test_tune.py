@@ -84,7 +84,8 @@ def test_trials_land_on_both_nodes_and_best_yaml_reproduces(cluster, tmp_path):
 
 
 def test_asha_matches_fifo_with_less_compute(cluster, tmp_path):
-    grid = "space.model.optimizer.lr=grid(3e-5,1e-4,3e-4,1e-3,2e-3,5e-3,1e-2,3e-2)"
+    # a shuffled order, as a random search would propose (ascending rates would let every trial pass its rung)
+    grid = "space.model.optimizer.lr=grid(1e-2,3e-5,3e-3,1e-4,3e-2,3e-4,1e-3,6e-5)"
     common = ["trainer.max_epochs=9", "sweep.search=grid", "sweep.metric=val/loss", "sweep.mode=min", "sweep.max_concurrent_trials=2", grid]
     summaries = {}
     for scheduler in ("fifo", "asha"):
@@ -134,6 +135,10 @@ def test_crashed_trial_is_retried_from_its_checkpoint_bitwise(cluster, tmp_path)
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
@@ -142,24 +147,25 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
     driver = tune_cli(
         "trainer.max_epochs=4", "sweep.search=optuna", "sweep.seed=7", "sweep.num_samples=3", "sweep.max_concurrent_trials=1",
         "space.model.optimizer.lr=loguniform(1e-4,3e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
-        cwd=tmp_path, address=cluster, background=True,
+        "+callbacks.slow._target_=tests.ray_probes.SlowEpochs", cwd=tmp_path, address=cluster, background=True,
     )
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill once the 2nd trial has a checkpoint: the 1st is finished
-            trials = sorted((tmp_path / "runs" / "sweeps").glob("*/*/trials/*"))
-            if len(trials) >= 2 and (trials[1] / "checkpoints" / "last.ckpt").exists():
+        while time.monotonic() < deadline:  # kill once one trial has finished and the next has reported twice
+            trials = list((tmp_path / "runs" / "sweeps").glob("*/*/trials/*"))
+            finished = [t for t in trials if "test/loss" in _text(t / "metrics.csv")]
+            running = [t for t in trials if t not in finished and len(list(t.glob("checkpoints/reports/step*"))) >= 2]
+            if finished and running:
                 break
             assert driver.poll() is None, driver.stdout.read()[-3000:]
-            time.sleep(0.2)
+            time.sleep(0.1)
         os.killpg(driver.pid, signal.SIGKILL)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     sweep = sweep_dir_of(tmp_path)
-    first = sorted((sweep / "trials").iterdir())[0]
-    before = _snapshot(first)
+    before = {t.name: _snapshot(t) for t in finished}
 
     out = subprocess.run(
         [sys.executable, "-m", "dtrain.tune", f"sweep.resume={sweep}", f"sweep.address={cluster}"],
@@ -168,8 +174,8 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
     assert out.returncode == 0, out.stderr[-5000:]
     rows = results(sweep)
     assert len(rows) == 3 and all(row["status"] == "done" for row in rows)
-    assert _snapshot(first) == before  # a finished trial is not re-run
-    resumed_starts = [a["step"] for a in jsonl(sorted((sweep / "trials").iterdir())[1] / "attempts.jsonl")]
+    assert {name: _snapshot(sweep / "trials" / name) for name in before} == before  # finished trials are not re-run
+    resumed_starts = [a["step"] for a in jsonl(running[0] / "attempts.jsonl")]
     assert resumed_starts[0] == 0 and resumed_starts[-1] > 0  # continued from its checkpoint
 
     from ray.tune.search.optuna import OptunaSearch
@@ -184,8 +190,8 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
 def test_pbt_exploit_takes_weights_but_trains_with_its_own_values(cluster, tmp_path):
     tune_cli(
         "trainer.max_epochs=6", "sweep.scheduler.name=pbt", "sweep.scheduler.perturbation_interval=2", "sweep.scheduler.quantile_fraction=0.5",
-        "sweep.num_samples=1", "sweep.max_concurrent_trials=2", "sweep.keep_checkpoints=10", "sweep.metric=val/loss", "sweep.mode=min",
-        "space.model.optimizer.lr=grid(1e-4,2e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
+        "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "sweep.keep_checkpoints=10", "sweep.metric=val/loss", "sweep.mode=min",
+        "space.model.optimizer.lr=loguniform(1e-4,3e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
         cwd=tmp_path, address=cluster,
     )
     sweep = sweep_dir_of(tmp_path)

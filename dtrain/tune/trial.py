@@ -21,10 +21,12 @@ def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:
         f"+callbacks.tune_report.trial_id={trial_id}",
         f"+callbacks.tune_report.keep={plan.settings['keep_checkpoints']}",
     ]
+    first = []
     if plan.settings["scheduler"]["name"] == "pbt":
-        reporting += [f"+callbacks.optimizer_config._target_=dtrain.tune.hyperparams.ApplyOptimizerConfig"]
-        reporting += [f"+callbacks.optimizer_config.{key}=${{model.optimizer.{key}}}" for key in _optimizer_keys(plan)]
-    return [*plan.train_overrides, *swept, *plan.settings.get("trial_overrides", []), *reporting]
+        # First among the callbacks, so every other callback's on_train_start sees the trial's own values.
+        first += ["+callbacks.optimizer_config._target_=dtrain.tune.hyperparams.ApplyOptimizerConfig"]
+        first += [f"+callbacks.optimizer_config.{key}=${{model.optimizer.{key}}}" for key in _optimizer_keys(plan)]
+    return [*first, *plan.train_overrides, *swept, *plan.settings.get("trial_overrides", []), *reporting]
 
 
 def _optimizer_keys(plan: Plan) -> list[str]:
