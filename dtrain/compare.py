@@ -89,15 +89,22 @@ COLUMNS = (  # (header, FamilyRow field, format)
 )
 
 
+SECONDS_TO_95 = {
+    "summary.json": "s to 95%: wall time since training started, validation included (summary.json)",
+    "metrics.csv": "s to 95%: training time by metrics.csv (no summary.json)",
+}
+
+
 def families(spec, out: Path, command: str) -> list[Path]:
     from dtrain.config.compose import compose
     from dtrain.config.validate import check_devices, validate
-    from dtrain.reporting.families import family_overrides, train_families
+    from dtrain.reporting.families import family_overrides, steps_for_batches, train_families
 
     cfgs = {}
     with outside_hydra():  # every family composed and checked before anything trains
         for family in spec.models:
             cfgs[family] = compose(family_overrides(spec, family), run_dir=out / family)
+            cfgs[family].trainer.max_steps = steps_for_batches(cfgs[family], spec.budget)
             validate(cfgs[family])
             check_devices(cfgs[family].trainer)
     rows = train_families(spec, out, cfgs)
@@ -105,10 +112,11 @@ def families(spec, out: Path, command: str) -> list[Path]:
     table = families_markdown(rows)
     missing = [header for header, name, _ in COLUMNS if all(_cell(getattr(r, name), "{}") == "" for r in rows)]
     notes = [
-        f"`{command}`, {spec.budget} optimizer steps each, on {machine()}.",
-        "samples/s, MFU: medians over the logging steps; train s and s to 95%: training time from "
-        "metrics.csv (validation excluded); run s: the whole run (data, fit with validation, test).",
-        "steps to 95%: the first validation at least 95% of the way from the first validation's value to the best.",
+        f"`{command}`, {spec.budget} training batches each (validation every {spec.val_every} on {spec.limit_val_batches} batches), on {machine()}.",
+        "samples/s, MFU: medians over the logging steps; train s: training time by metrics.csv (the logged "
+        "step times summed, validation excluded); run s: the whole run (data, fit with validation, test).",
+        "steps to 95%: the first validation at least 95% of the way from the first validation's value to the best; "
+        + "; ".join(sorted({SECONDS_TO_95[r.convergence_source] for r in rows if r.convergence_source})) + ".",
     ]
     if missing:
         notes.append(f"Empty columns ({', '.join(missing)}): the runs' summary.json and metrics.csv do not record them yet.")

@@ -51,6 +51,13 @@ def family_overrides(spec, family: str) -> list[str]:
     return budget + list(spec.overrides) + list(spec.family_overrides.get(family, []))
 
 
+def steps_for_batches(cfg, batches: int) -> int:
+    """Lightning's max_steps that trains `batches` batches: a GAN task steps its critic on every
+    batch and its generator on every `critic_steps`-th, and Lightning counts both."""
+    critic_steps = cfg.model.get("critic_steps")
+    return batches + batches // int(critic_steps) if critic_steps else batches
+
+
 def train_in_child(cfg, log_file: str) -> dict:
     """run(cfg) in a fresh process (so its peak memory, threads and RNG are its own), with its
     output in `log_file`; returns the test metrics and the run's wall time, or the error."""

@@ -44,11 +44,12 @@ def find_runs(paths: list[Path]) -> list[Path]:
     found = []
     for path in map(Path, paths):
         if (path / METRICS_FILE).is_file():
-            found.append(path)
+            candidates = [path / METRICS_FILE]
         elif (path / "trials").is_dir():
-            found += sorted((p.parent for p in (path / "trials").glob(f"*/{METRICS_FILE}")), key=_natural)
+            candidates = sorted((path / "trials").glob(f"*/{METRICS_FILE}"), key=_natural)
         else:
-            found += sorted((p.parent for p in path.rglob(METRICS_FILE)), key=_natural)
+            candidates = sorted(path.rglob(METRICS_FILE), key=_natural)
+        found += [f.parent for f in candidates if f.stat().st_size > 0]  # an empty file: a run that logged nothing yet
     return found
 
 
@@ -162,17 +163,17 @@ class Convergence:
 def convergence(run: Run, metric: str) -> Convergence | None:
     """Best validation value, where it was reached, and the steps and seconds to 95% of the way
     to it from the first validation ((m - m0) / (best - m0) >= 0.95). summary.json's values are
-    used when it has this metric; metrics.csv's otherwise (runs from before the summary)."""
+    used when it has this metric (its seconds: wall time since training started, validation
+    included); metrics.csv's otherwise (runs from before the summary; training time only)."""
     series = run.series(metric)
     if series.empty:
         return None
     final = float(series["value"].iloc[-1])
-    key = "summary/best_" + metric.replace("/", "_")
-    best_keys = [k for k in run.summary if k.startswith("summary/best_val_")]
-    if key in run.summary and best_keys == [key]:  # the summary's steps_to_95 are about this metric
+    name = metric.replace("/", "_")
+    if f"summary/best_{name}" in run.summary:  # the run's own record, with wall time since training started
         s = run.summary
-        return Convergence(metric, float(s[key]), s.get("summary/best_step", np.nan), s.get("summary/best_seconds", np.nan),
-                           s.get("summary/steps_to_95", np.nan), s.get("summary/seconds_to_95", np.nan), final, "summary.json")
+        return Convergence(metric, float(s[f"summary/best_{name}"]), *(float(s.get(f"summary/{key}_{name}", np.nan)) for key in (
+            "best_step", "best_seconds", "steps_to_95", "seconds_to_95")), final, "summary.json")
     values = series["value"].to_numpy()
     best_index = int(np.argmin(values) if lower_is_better(metric) else np.argmax(values))
     best, first = values[best_index], values[0]
