@@ -44,17 +44,22 @@ def _passed_env() -> dict:
 
 def sweep(args: list[str]) -> int:
     plan, address = prepare(args)
-    start_ray(plan, address)
-    from dtrain.tune.results import write_results
-    from dtrain.tune.trial import trial_overrides
-    from dtrain.tune.tuner import build_tuner
+    import ray
 
-    tuner = build_tuner(plan)
-    plan.save()
-    print(f"sweep {plan.name}: {plan.sweep_dir} (continue it with: python -m dtrain.tune sweep.resume={plan.sweep_dir})", flush=True)
-    results = tuner.fit()
-    write_results(plan, results, lambda config, trial_id: trial_overrides(plan, config, trial_id))
-    return 1 if any(result.error for result in results) else 0
+    try:
+        start_ray(plan, address)
+        from dtrain.tune.results import write_results
+        from dtrain.tune.trial import trial_overrides
+        from dtrain.tune.tuner import build_tuner
+
+        tuner = build_tuner(plan)
+        plan.save()
+        print(f"sweep {plan.name}: {plan.sweep_dir} (continue it with: python -m dtrain.tune sweep.resume={plan.sweep_dir})", flush=True)
+        results = tuner.fit()
+        write_results(plan, results, lambda config, trial_id: trial_overrides(plan, config, trial_id))
+        return 1 if any(result.error for result in results) else 0
+    finally:
+        ray.shutdown()
 
 
 def main() -> None:
