@@ -51,13 +51,35 @@ def curve_names(runs: list[Run]) -> list[str]:
     return [n for n in names if any(n in r.columns(n.split("/")[0] + "/") for r in runs)]
 
 
+def _same_scale(run: Run, a: str, b: str) -> bool:
+    """Whether two metrics can share a y axis (a GAN's val/loss is a distance, not its train/loss)."""
+    sizes = [float(run.series(n)["value"].abs().median()) for n in (a, b)]
+    return all(size > 0 for size in sizes) and 0.1 <= sizes[0] / sizes[1] <= 10
+
+
+def curve_panels(run: Run) -> list[tuple[str, list[str]]]:
+    """(title, metrics drawn together) for one run: the losses (train and validation on one axis
+    when they are alike, a GAN's critic loss with its generator's), each validation metric, the
+    learning rate and gradient norm (one line per optimizer)."""
+    logged = run.columns("train/") + run.columns("val/")
+    train = sorted((c for c in logged if c.startswith("train/") and "loss" in c.rsplit("/", 1)[-1]), key=lambda c: c != "train/loss")
+    val = [c for c in ("val/loss",) if c in logged]
+    if train and val and _same_scale(run, train[0], val[0]):
+        panels = [("loss", train + val)]
+    else:
+        panels = [(("loss" if len(train) > 1 else train[0]), train)] * bool(train) + [("val/loss", val)] * bool(val)
+    panels += [(c, [c]) for c in logged if c.startswith("val/") and c != "val/loss"]
+    for base in OPTIMIZER_METRICS:  # train/lr, train/lr_1, ... for a task with several optimizers
+        members = [c for c in logged if c == base or (c.startswith(base + "_") and c[len(base) + 1:].isdigit())]
+        if members:
+            panels.append((base, members))
+    return panels
+
+
 def curves_figure(run: Run):
     """Loss, validation metrics, learning rate and gradient norm, against steps (left) and
     training time (right)."""
-    names = ["train/loss"] + [n for n in curve_names([run]) if n != "train/loss"]
-    losses = [n for n in ("train/loss", "val/loss") if n in run.columns(n.split("/")[0] + "/")]
-    others = [n for n in names if n not in losses]
-    panels = [("loss", losses)] + [(n, [n]) for n in others]
+    panels = curve_panels(run)
     fig, axes = _grid(2 * len(panels), 2)
     for row, (title, members) in enumerate(panels):
         for column, x in enumerate(("step", "seconds")):
