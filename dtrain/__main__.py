@@ -18,9 +18,24 @@ RESUMABLE_KEYS = (
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
+    from dtrain.launch.slurm import in_job_step, is_slurm
+
+    if is_slurm(cfg) and not in_job_step():  # launcher=slurm: submit this run (each of a multirun) and return
+        exit_on_config_error(submit_to_slurm, cfg)
+        return
     from dtrain.train import run
 
     exit_on_config_error(run, cfg)
+
+
+def submit_to_slurm(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from dtrain.config.validate import validate
+    from dtrain.launch.slurm import submit
+
+    validate(cfg)  # the submitting host's devices are not checked: a login node has no GPUs
+    submit(cfg, Path(HydraConfig.get().runtime.output_dir).resolve(), list(HydraConfig.get().overrides.task))
 
 
 def preflight(overrides: list[str]) -> None:
@@ -31,7 +46,14 @@ def preflight(overrides: list[str]) -> None:
 
     cfg = compose(overrides, hydra=True)
     validate(cfg)
-    check_devices(cfg.trainer)
+    from dtrain.launch.slurm import in_job_step, is_slurm
+
+    if is_slurm(cfg) and not in_job_step():
+        from dtrain.launch.slurm import preflight as slurm_preflight
+
+        slurm_preflight(cfg)  # sbatch exists and Slurm takes the job, before Hydra makes a run directory
+    else:
+        check_devices(cfg.trainer)
     if not writable_dir(Path(cfg.hydra.run.dir)):
         raise ConfigError("hydra.run.dir", f"cannot create {cfg.hydra.run.dir}; set paths.runs_dir to a writable folder")
 

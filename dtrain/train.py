@@ -28,8 +28,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.checkpoints import newest_valid_checkpoint
+    from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint
 
-    ckpt_path = None
+    ckpt_path = requeued_checkpoint(run_dir)  # a requeued Slurm job continues where it stopped
     if cfg.get("resume"):
         ckpt_path = newest_valid_checkpoint(run_dir)
         if ckpt_path is None:
@@ -47,6 +48,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             model = instantiate(cfg.model)
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+        callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
         check_batch_split(cfg, trainer)

@@ -55,8 +55,10 @@ def validate(cfg: DictConfig) -> None:
     runs_dir = Path(cfg.paths.runs_dir)
     if not writable_dir(runs_dir):
         raise ConfigError("paths.runs_dir", f"cannot create or write {runs_dir}; choose a writable folder, e.g. paths.runs_dir=$HOME/runs")
+    from dtrain.launch.slurm import settle
     from dtrain.parallel.compat import check_compat
 
+    settle(cfg)  # launcher=slurm: the trainer's nodes and devices follow launcher.*
     check_compat(cfg)
 
 
