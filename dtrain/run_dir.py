@@ -2,11 +2,6 @@
 
 import hashlib
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,12 +16,16 @@ def run_id_for(run_dir: Path) -> str:
 
 
 def fix_run_dir(cfg: DictConfig) -> Path:
-    """Pin `paths.run_dir` (Hydra's output dir, or the resumed run's) and `run_id` in `cfg`."""
+    """Pin `paths.run_dir` (Hydra's output dir, or the resumed run's), `run_id` and, in a Hydra
+    multirun, the W&B group in `cfg`."""
     run_dir = Path(cfg.resume if cfg.get("resume") else cfg.paths.run_dir).resolve()
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
         if not cfg.get("run_id"):
             cfg.run_id = run_id_for(run_dir)
+    from dtrain.loggers.wandb_group import pin_wandb_group
+
+    pin_wandb_group(cfg)  # pinned like the id, so a resumed multirun job keeps its W&B group
     return run_dir
 
 
@@ -41,37 +40,19 @@ def load_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / CONFIG_FILE)
 
 
-def _git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5).stdout.strip()
+def write_env_record(run_dir: Path, trainer) -> dict:
+    """The reproducibility record (dtrain.env_record): written to env.json and given to every
+    W&B logger as its run's config key `env`. Returns it."""
+    from dtrain.env_record import env_record
 
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    record = env_record(trainer)
+    tmp = run_dir / f".{ENV_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(run_dir / ENV_FILE)
 
+    from lightning.pytorch.loggers import WandbLogger
 
-def write_env_record(run_dir: Path, trainer) -> None:
-    """env.json: what a reader needs to reproduce the run (versions, devices, world, git)."""
-    import lightning
-    import torch
-
-    import dtrain
-
-    record = {
-        "argv": sys.argv,
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {"dtrain": dtrain.__version__, "torch": torch.__version__, "lightning": lightning.__version__},
-        "cuda": torch.version.cuda,
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "cpu_count": os.cpu_count(),
-        "accelerator": type(trainer.accelerator).__name__,
-        "strategy": type(trainer.strategy).__name__,
-        "precision": trainer.precision,
-        "world_size": trainer.world_size,
-        "num_nodes": trainer.num_nodes,
-        "git": _git_state(),
-    }
-    (run_dir / ENV_FILE).write_text(json.dumps(record, indent=2))
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.config.update({"env": record}, allow_val_change=True)
+    return record

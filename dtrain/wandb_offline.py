@@ -1,4 +1,5 @@
-"""Reads an offline W&B run file (`run-<id>.wandb`) back: wandb ships no public reader for it.
+"""Reads an offline W&B run file (`run-<id>.wandb`) back (history, summary, config): wandb
+ships no public reader for it.
 
 The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of records, each a 7-byte
 header (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last) and a chunk of a
@@ -38,17 +39,53 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             offset = (offset - _HEADER - length) // _BLOCK * _BLOCK + _BLOCK
 
 
-def read_history(path: Path) -> list[dict]:
-    """Every `history` row the run logged, as {key: value}."""
+def records(path: Path, kind: str) -> Iterator:
+    """The file's records of one kind ("history", "summary", "config", ...), in order."""
     from wandb.proto import wandb_internal_pb2
 
-    rows = []
     for payload in _payloads(Path(path).read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
-    return rows
+        if record.WhichOneof("record_type") == kind:
+            yield getattr(record, kind)
+
+
+def _items(items) -> dict:
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def read_history(path: Path) -> list[dict]:
+    """Every `history` row the run logged, as {key: value}."""
+    return [_items(history.item) for history in records(path, "history")]
+
+
+def read_summary(path: Path) -> dict:
+    """The run summary as the file leaves it: every `summary` update applied in order."""
+    summary = {}
+    for record in records(path, "summary"):
+        summary.update(_items(record.update))
+        for item in record.remove:
+            summary.pop(item.key or "/".join(item.nested_key), None)
+    return summary
+
+
+def read_config(path: Path) -> dict:
+    """The run config (dtrain's whole config, its `env` record, W&B's own `_wandb` key), every
+    update applied."""
+    config = {}
+    for record in records(path, "config"):
+        config.update(_items(record.update))
+        for item in record.remove:
+            config.pop(item.key or "/".join(item.nested_key), None)
+    return config
+
+
+def read_run(path: Path) -> dict:
+    """The run's own record: id, group, project, name, tags (the last one written)."""
+    run = {}
+    for record in records(path, "run"):
+        run = {"id": record.run_id, "group": record.run_group, "project": record.project, "name": record.display_name, "tags": list(record.tags)}
+    return run
 
 
 def run_files(run_dir: Path) -> list[Path]:

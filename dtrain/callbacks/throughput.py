@@ -1,28 +1,163 @@
-"""Training throughput (samples per second over the whole data-parallel world), measured between
-logging steps so that no step pays for a host synchronisation it does not need."""
+"""Throughput and MFU: samples/s, tokens/s, step time, the share of it spent waiting for data,
+achieved TFLOP/s and model FLOPs utilisation, per logging step and as a run summary.
 
+Counts batches, not optimizer steps (a GAN steps two optimizers per batch). Timing is host
+time between logging steps; only logging steps synchronise with the device, so no other
+step pays for the measurement. The FLOPs of one training batch are counted once, on a meta
+copy of the module made before the strategy wraps or shards it (dtrain.perf.flops).
+"""
+
+import statistics
 import time
+import warnings
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.perf.steps import is_logging_step
+
+# Figures whose median over the run goes to the summary.
+SUMMARISED = (
+    "train/samples_per_sec", "train/samples_per_sec_per_replica", "train/tokens_per_sec", "train/tokens_per_sec_per_replica",
+    "train/masked_tokens_per_sec", "train/step_time_s", "train/data_wait_frac", "train/tflops", "train/mfu",
+)
+
+
+def batch_counts(pl_module, batch) -> dict:
+    """What one training batch holds: {"samples": n} and, for sequence tasks, "tokens" (the
+    task says: dtrain.tasks.base.Task.batch_counts)."""
+    if hasattr(pl_module, "batch_counts"):
+        return pl_module.batch_counts(batch)
+    from lightning.pytorch.utilities.data import extract_batch_size
+
+    return {"samples": extract_batch_size(batch)}
+
 
 class Throughput(Callback):
-    def __init__(self):
-        self._last_step: int | None = None
-        self._last_time = 0.0
+    """`count_flops=false` skips the FLOP count (no MFU); `cache_dir` holds the CPU's measured peak."""
 
+    def __init__(self, count_flops: bool = True, cache_dir: str | None = None):
+        self.count_flops, self.cache_dir = count_flops, cache_dir
+        self.history: dict[str, list[float]] = {}  # logged values, for the summary's medians
+        self.totals: dict[str, float] = {}  # batches, samples, tokens over the run (resumes included)
+        self.flops_per_batch: int | None = None  # one replica's training batch, forward and backward
+        self._meta = None
+        self._counts: dict = {}  # this window's counts (ints, or tensors left on the device)
+        self._window_start = self._last_end = None
+        self._batches = 0
+        self._wait = 0.0
+        self._skip_gap = True
+
+    # -- set-up: sizes, peak, the module to count FLOPs on ------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        from dtrain.parallel.mesh import data_parallel_size
+        from dtrain.perf.peak import peak_flops
+
+        self.dp_size, self.world_size = data_parallel_size(trainer), trainer.world_size
+        self.params = sum(p.numel() for p in pl_module.parameters())  # whole, before any sharding
+        self.peak, self.peak_source = peak_flops(trainer, self.cache_dir)
+        if self.count_flops:
+            from dtrain.perf.flops import flops_copy
+
+            try:
+                self._meta = flops_copy(pl_module)
+            except Exception as error:  # a module deepcopy cannot copy: no MFU, the run goes on
+                warnings.warn(f"FLOPs not counted ({type(error).__name__}: {error}); no MFU for this run")
+
+    def _count_flops(self, pl_module, batch) -> None:
+        from dtrain.perf.flops import count_training_flops
+
+        try:
+            self.flops_per_batch, self.flops_counted_on = count_training_flops(
+                pl_module, batch, cycle=getattr(pl_module, "batch_cycle", 1), meta_copy=self._meta
+            )
+        except Exception as error:
+            warnings.warn(f"FLOPs not counted ({type(error).__name__}: {error}); no MFU for this run")
+        self._meta = None
+
+    # -- timing ----------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._last_step = None  # the time spent validating is not training time
+        self._skip_gap = True  # epoch boundaries (loader restart, epoch-end hooks) are not data wait
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._skip_gap = True  # nor is validation, or the checkpoint written after it
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._meta is not None:
+            self._count_flops(pl_module, batch)
+        now = time.perf_counter()
+        if self._last_end is not None:
+            gap = now - self._last_end
+            if self._skip_gap:
+                if self._window_start is not None:
+                    self._window_start += gap
+            else:
+                self._wait += gap
+        self._skip_gap = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step == self._last_step or step % trainer.log_every_n_steps:
-            return
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
+        for key, value in batch_counts(pl_module, batch).items():
+            self._counts[key] = self._counts.get(key, 0) + value
+        self._batches += 1
+        logging = is_logging_step(trainer)
+        if logging and trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the window's time must include its device work
         now = time.perf_counter()
-        if self._last_step is not None:
-            samples = (step - self._last_step) * trainer.datamodule.batch_size
-            pl_module.log("train/samples_per_sec", samples / (now - self._last_time), on_step=True, on_epoch=False)
-        self._last_step, self._last_time = step, now
+        if logging or self._window_start is None:
+            if self._window_start is not None:
+                self._log_window(pl_module, now - self._window_start)
+            else:
+                self._add_totals()  # the first batch (FLOP count, warm-up) is not timed
+            self._window_start, self._counts, self._batches, self._wait = now, {}, 0, 0.0
+        self._last_end = now
+
+    def _add_totals(self) -> dict:
+        counts = {key: float(value) for key, value in self._counts.items()}  # a sync, on logging steps only
+        counts["batches"] = self._batches
+        for key, value in counts.items():
+            self.totals[key] = self.totals.get(key, 0) + value
+        return counts
+
+    def _log_window(self, pl_module, seconds: float) -> None:
+        counts = self._add_totals()
+        if seconds <= 0 or not self._batches:
+            return
+        dp = self.dp_size
+        values = {"train/step_time_s": seconds / self._batches, "train/data_wait_frac": self._wait / seconds}
+        for key, name in (("samples", "samples"), ("tokens", "tokens"), ("masked_tokens", "masked_tokens")):
+            if key in counts:
+                values[f"train/{name}_per_sec"] = counts[key] * dp / seconds
+                if dp > 1:
+                    values[f"train/{name}_per_sec_per_replica"] = counts[key] / seconds
+        if self.flops_per_batch:
+            achieved = self.flops_per_batch * self._batches * dp / seconds  # every replica's FLOPs
+            values["train/tflops"] = achieved / 1e12
+            if self.peak:
+                values["train/mfu"] = achieved / (self.peak * self.world_size)  # unclamped: >1 means a wrong count or peak
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        pl_module.log_dict(values, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False, rank_zero_only=True)
+
+    # -- summary and resume ----------------------------------------------------------------
+    def on_fit_end(self, trainer, pl_module) -> None:
+        from dtrain.perf.summary import write_summary
+
+        summary = {key: statistics.median(values) for key, values in self.history.items() if key in SUMMARISED and values}
+        summary.update({f"train/{key}": value for key, value in self.totals.items()})
+        summary.update(params=self.params, peak_flops=self.peak, peak_flops_source=self.peak_source, data_parallel_size=self.dp_size, world_size=self.world_size)
+        if self.flops_per_batch:
+            samples = self.totals.get("samples", 0) / max(self.totals.get("batches", 1), 1)
+            summary.update(
+                flops_per_step=self.flops_per_batch * self.dp_size,
+                flops_per_sample=self.flops_per_batch / samples if samples else None,
+                flops_counted_on=self.flops_counted_on,
+            )
+        write_summary(trainer, summary)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "totals": self.totals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.totals = state.get("history", {}), state.get("totals", {})

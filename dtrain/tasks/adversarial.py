@@ -39,6 +39,7 @@ class Adversarial(Task):
         super().__init__(net, optimizer, scheduler)
         self.automatic_optimization = False
         self.loss, self.critic_steps, self.gradient_penalty = loss, critic_steps, gradient_penalty
+        self.batch_cycle = critic_steps  # the generator steps once per critic_steps batches
         self.generator_optimizer_factory = generator_optimizer or optimizer
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
         self._scores = {}  # a plain dict: the frozen classifier stays out of training and checkpoints

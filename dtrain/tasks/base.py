@@ -78,10 +78,40 @@ class Task(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def log_train(self, name: str, value: torch.Tensor, prog_bar: bool = True) -> None:
-        """Log a training value only on the steps the loggers write (Lightning writes after the
-        optimizer step, hence the +1), sparing every other step the logging machinery."""
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        """Log a training value only on the steps the loggers write, sparing every other step
+        the logging machinery (Lightning's rule: batches, not optimizer steps, which a GAN
+        takes two of per batch)."""
+        from dtrain.perf.steps import is_logging_step
+
+        if is_logging_step(self.trainer):
             self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+    # Training steps repeat with this period in batch_idx (a GAN steps its generator once every
+    # `critic_steps` batches): the FLOPs of a training batch are averaged over one period.
+    batch_cycle = 1
+
+    def batch_counts(self, batch) -> dict:
+        """What one training batch holds, for the throughput figures: {"samples": n}, plus
+        "tokens" (the input tokens the net processes, padding excluded) for sequences. Values
+        may be tensors left on the device: they are read on logging steps only."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        counts = {"samples": len(x)}
+        tokens = sequence_tokens(x)
+        if tokens is not None:
+            counts["tokens"] = tokens
+        return counts
+
+
+def sequence_tokens(x, padding_id: int | None = None):
+    """Tokens in a batch of sequences: token ids (batch, length) or vectors (batch, time,
+    features), one per position; None for anything else (images, feature vectors)."""
+    if not isinstance(x, torch.Tensor):
+        return None
+    if not x.is_floating_point() and x.dim() == 2:
+        return x.numel() if padding_id is None else (x != padding_id).sum()
+    if x.is_floating_point() and x.dim() == 3:
+        return x.shape[0] * x.shape[1]
+    return None
 
 
 def load_matching_weights(net: nn.Module, checkpoint: str) -> list[str]:

@@ -16,6 +16,11 @@ class GraphClassification(Classification):
             return logits[mask], data.y[mask]
         return logits, data.y
 
+    def batch_counts(self, batch) -> dict:
+        """Samples are the scored nodes of a node-level batch, the graphs of a graph-level one."""
+        mask = getattr(batch, "mask", None)
+        return {"samples": mask.sum() if mask is not None else batch.num_graphs}
+
     def training_step(self, batch, batch_idx):
         logits, y = self._logits_and_labels(batch)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)

@@ -24,8 +24,13 @@ class MaskedLanguageModel(Task):
 
     def _masked(self, tokens: torch.Tensor, generator: torch.Generator | None = None):
         chosen = torch.rand(tokens.shape, generator=generator, device="cpu").to(tokens.device) < self.mask_prob
+        if self.training:
+            self._masked_tokens = chosen.sum()  # for batch_counts; stays on the device
         states = self.net.features(tokens.masked_fill(chosen, self.mask_token))
         return self.net.head(states[chosen]), tokens[chosen]
+
+    def batch_counts(self, batch) -> dict:
+        return {**super().batch_counts(batch), "masked_tokens": getattr(self, "_masked_tokens", 0)}
 
     def training_step(self, batch, batch_idx):
         logits, targets = self._masked(batch[0])

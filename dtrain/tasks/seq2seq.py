@@ -23,6 +23,10 @@ class Seq2Seq(Task):
         logits = self.net(target[:, :-1], source=source)
         return F.cross_entropy(logits.flatten(0, 1), target[:, 1:].flatten())
 
+    def batch_counts(self, batch) -> dict:
+        source, target = batch
+        return {"samples": len(source), "tokens": source.numel() + target[:, :-1].numel()}  # encoder + decoder inputs
+
     def training_step(self, batch, batch_idx):
         loss = self._loss(*batch)
         self.log_train("train/loss", loss)

@@ -1,0 +1,32 @@
+"""The learning rate and the gradient norm (before clipping), on logging steps only."""
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from dtrain.perf.steps import is_logging_step
+
+
+def gradient_norm(parameters) -> torch.Tensor | None:
+    """The 2-norm of the gradients this process holds (the whole norm unless a strategy shards
+    gradients outside DTensors: DeepSpeed ZeRO keeps them to itself, a pipeline stage has its own)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return None
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+class OptimizerStats(Callback):
+    """`train/lr` and `train/grad_norm` of the first optimizer, `train/lr_<i>` and
+    `train/grad_norm_<i>` of any other (a GAN's generator)."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not is_logging_step(trainer):
+            return
+        index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
+        suffix = f"_{index}" if index else ""
+        values = {f"train/lr{suffix}": float(optimizer.param_groups[0]["lr"])}
+        norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
+        if norm is not None:
+            values[f"train/grad_norm{suffix}"] = norm.detach().float()
+        pl_module.log_dict(values, on_step=True, on_epoch=False, prog_bar=False)

@@ -1,0 +1,109 @@
+"""A real dtrain run records its cost and convergence in summary.json, metrics.csv, env.json and
+the offline W&B run, and nothing secret anywhere in its directory."""
+
+import csv
+import json
+import subprocess
+
+import pytest
+
+from dtrain.wandb_offline import read_config, read_history, read_run, read_summary, run_files
+
+PER_STEP = ("train/samples_per_sec", "train/step_time_s", "train/data_wait_frac", "train/tflops", "train/mfu", "train/lr", "train/grad_norm", "memory/peak_gib")
+API_KEY = "k" * 40
+TOKEN = "ghp_notarealtoken0123456789"
+
+
+def rows(run_dir) -> list[dict]:
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+@pytest.fixture
+def user_repo(tmp_path, monkeypatch):
+    """The user's working tree: a git repository with a remote cloned with a token, a tracked
+    file changed since the commit and an untracked file."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    (repo / "train_notes.txt").write_text("lr 1e-3\n")
+    git("add", "train_notes.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "start")
+    git("remote", "add", "origin", f"https://someone:{TOKEN}@example.invalid/project.git")
+    (repo / "train_notes.txt").write_text("lr 3e-3\n")
+    (repo / "scratch.txt").write_text("untracked scribbles\n")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("WANDB_API_KEY", API_KEY)
+    return repo
+
+
+def test_every_run_records_cost_convergence_and_its_environment(train, user_repo):
+    metrics, run_dir = train("model=mlp", "trainer.max_epochs=3", "trainer.log_every_n_steps=2", "logger=[csv,wandb]")
+    summary = json.loads((run_dir / "summary.json").read_text())
+
+    # Cost: parameters, FLOPs, the measured CPU peak, memory, throughput and MFU.
+    assert isinstance(summary["params"], int) and summary["params"] > 1000
+    assert summary["flops_per_step"] > 0 and summary["flops_per_sample"] > 0
+    assert summary["peak_flops"] > 0 and summary["peak_flops_source"].startswith("measured cpu matmul float32")
+    assert summary["memory/peak_gib"] > 0.1
+    assert summary["train/samples_per_sec"] > 0 and 0 < summary["train/mfu"] < 1
+    table = rows(run_dir)
+    for key in PER_STEP:
+        assert any(row.get(key) for row in table), key
+
+    # Convergence: the best validation loss and accuracy, where and when, and 95% of the way.
+    val = [row for row in table if row.get("val/loss")]
+    assert len(val) == 3
+    best = min(val, key=lambda row: float(row["val/loss"]))
+    assert summary["summary/best_val_loss"] == pytest.approx(float(best["val/loss"]))
+    assert summary["summary/best_step"] == int(best["step"])
+    assert summary["summary/best_val_acc"] == pytest.approx(max(float(row["val/acc"]) for row in val))
+    assert int(val[0]["step"]) <= summary["summary/steps_to_95"] <= summary["summary/best_step"]
+    assert 0 < summary["summary/seconds_to_95"] <= summary["summary/best_seconds"]
+
+    # The same in the offline W&B run: per-step metrics, the summary, the environment record.
+    (wandb_file,) = run_files(run_dir)
+    env = json.loads((run_dir / "env.json").read_text())
+    config = read_config(wandb_file)
+    assert read_run(wandb_file)["id"] == config["run_id"] == wandb_file.stem.removeprefix("run-")
+    logged = set().union(*read_history(wandb_file))
+    assert set(PER_STEP) <= logged
+    wandb_summary = read_summary(wandb_file)
+    for key in ("params", "flops_per_step", "peak_flops", "memory/peak_gib", "train/samples_per_sec", "train/mfu", "summary/best_val_loss", "summary/steps_to_95"):
+        assert wandb_summary[key] == pytest.approx(summary[key]), key
+    assert config["env"] == env
+
+    # The reproducibility record: the user's commit and tracked changes, packages, layout.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=user_repo, capture_output=True, text=True).stdout.strip()
+    assert env["git"]["commit"] == head and env["git"]["dirty"]
+    assert "+lr 3e-3" in env["git"]["diff"] and "untracked scribbles" not in json.dumps(env)
+    assert env["git"]["remote"] == "https://example.invalid/project.git"
+    assert env["packages"]["torch"].startswith(env["versions"]["torch"].split("+")[0])
+    assert {"lightning", "wandb", "hydra-core"} <= set(env["packages"])
+    assert env["world_size"] == 1 and env["data_parallel_size"] == 1 and env["tensor_parallel_size"] == 1 and env["pipeline_parallel_size"] == 1
+    assert env["devices"]["cpu"]["memory_gib"] > 0
+
+    # Nothing secret anywhere in the run directory, W&B's own files included.
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert API_KEY.encode() not in data and TOKEN.encode() not in data, f"secret written to {path}"
+
+
+def test_gan_throughput_counts_batches_not_optimizer_steps(train):
+    # Two optimizer steps per batch: Lightning stops at max_steps=8 optimizer steps, 4 batches.
+    _, run_dir = train(
+        "model=dcgan", "trainer.max_steps=8", "trainer.log_every_n_steps=1", "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0", "test=false", "data.batch_size=32",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train/batches"] == 4 and summary["train/samples"] == 4 * 32
+    timed = [row for row in rows(run_dir) if row.get("train/samples_per_sec")]
+    assert len(timed) == 3  # every batch after the first
+    for row in timed:  # samples per second x seconds per batch = one batch, not two
+        assert float(row["train/samples_per_sec"]) * float(row["train/step_time_s"]) == pytest.approx(32, rel=1e-3)
+    assert summary["flops_per_sample"] > 0 and summary["train/mfu"] > 0
+    assert any(row.get("train/loss") for row in rows(run_dir))  # the generator's loss, logged per batch
