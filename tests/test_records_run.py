@@ -107,3 +107,40 @@ def test_gan_throughput_counts_batches_not_optimizer_steps(train):
         assert float(row["train/samples_per_sec"]) * float(row["train/step_time_s"]) == pytest.approx(32, rel=1e-3)
     assert summary["flops_per_sample"] > 0 and summary["train/mfu"] > 0
     assert any(row.get("train/loss") for row in rows(run_dir))  # the generator's loss, logged per batch
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_its_records(train):
+    from omegaconf import open_dict
+
+    from dtrain.run_dir import load_config
+    from dtrain.train import run
+
+    # A VAE without the digits scorer: a validation (and a W&B sample grid) every 3 batches.
+    overrides = ("model=vae", "model.cache_dir=null", "budget=smoke", "trainer.val_check_interval=3", "logger=[csv,wandb]")
+    _, run_dir = train(*overrides)
+    cfg = load_config(run_dir)  # what `python -m dtrain resume=<run dir> trainer.max_steps=6 trainer.max_epochs=2` runs
+    with open_dict(cfg):
+        cfg.resume, cfg.trainer.max_steps, cfg.trainer.max_epochs = str(run_dir), 6, 2
+    run(cfg)
+
+    first, second = run_files(run_dir)  # offline W&B writes a second folder with the same run id
+    assert read_run(first)["id"] == read_run(second)["id"] == cfg.run_id
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train/batches"] == 6 and summary["summary/validations"] == 2  # both processes' batches and validations
+    assert read_summary(second)["summary/validations"] == 2
+    # Sample grids are W&B images, logged by both processes.
+    for path, epoch in ((first, "epoch000"), (second, "epoch001")):
+        grids = [row for row in read_history(path) if row.get("samples/samples/_type") == "images/separated"]
+        assert any(row["samples/samples/captions"] == [f"samples-{epoch}"] for row in grids), path
+
+
+def test_the_runs_of_a_multirun_share_a_wandb_group(tmp_path):
+    from tests.conftest import dtrain_cli
+
+    result = dtrain_cli("-m", "model=mlp", "budget=smoke", "seed=1,2", "logger=[csv,wandb]", "trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted((tmp_path / "runs" / "multirun").glob("*/*/*/wandb/offline-run-*/run-*.wandb"))
+    runs = [read_run(path) for path in files]
+    assert len(runs) == 2 and runs[0]["id"] != runs[1]["id"]  # one W&B run per job, never merged
+    sweep_dir = files[0].parents[3]
+    assert runs[0]["group"] == runs[1]["group"] == str(sweep_dir.relative_to(tmp_path / "runs"))
