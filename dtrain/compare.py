@@ -65,7 +65,9 @@ def outside_hydra() -> Iterator[None]:
 def machine() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    # The load average says how much other work shared the machine while it was measured.
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} at the start), "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads"
             + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
 
 
@@ -77,7 +79,7 @@ COLUMNS = (  # (header, FamilyRow field, format)
     ("FLOPs/sample", "flops_per_sample", "{:.3g}"),
     ("samples/s", "samples_per_sec", "{:,.0f}"),
     ("peak mem GiB", "peak_memory_gib", "{:.2f}"),
-    ("MFU", "mfu", "{:.3f}"),
+    ("MFU", "mfu", "{:.2g}"),
     ("train s", "train_seconds", "{:.1f}"),
     ("run s", "run_seconds", "{:.0f}"),
     ("steps to 95%", "steps_to_95", "{:.0f}"),
@@ -107,12 +109,13 @@ def families(spec, out: Path, command: str) -> list[Path]:
             cfgs[family].trainer.max_steps = steps_for_batches(cfgs[family], spec.budget)
             validate(cfgs[family])
             check_devices(cfgs[family].trainer)
+    where = machine()
     rows = train_families(spec, out, cfgs)
     (out / "compare.json").write_text(json.dumps([row.as_dict() for row in rows], indent=2))
     table = families_markdown(rows)
     missing = [header for header, name, _ in COLUMNS if all(_cell(getattr(r, name), "{}") == "" for r in rows)]
     notes = [
-        f"`{command}`, {spec.budget} training batches each (validation every {spec.val_every} on {spec.limit_val_batches} batches), on {machine()}.",
+        f"`{command}`, {spec.budget} training batches each (validation every {spec.val_every} on {spec.limit_val_batches} batches), on {where}.",
         "samples/s, MFU: medians over the logging steps; train s: training time by metrics.csv (the logged "
         "step times summed, validation excluded); run s: the whole run (data, fit with validation, test).",
         "steps to 95%: the first validation at least 95% of the way from the first validation's value to the best; "
@@ -199,13 +202,14 @@ def save_families_figure(rows, path: Path) -> None:
 def seq_len(spec, out: Path, command: str) -> list[Path]:
     from dtrain.reporting.seq_len import time_steps
 
+    where = machine()
     with outside_hydra():
         specs = {m: list(spec.net_overrides.get(m, [])) for m in spec.models}
         results = time_steps(specs, list(spec.lengths), spec.batch_size, spec.steps)
     (out / "seq_len.json").write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
     notes = [
         f"`{command}`, batch {spec.batch_size}, the fastest of {spec.steps} interleaved training steps "
-        f"(forward, backward, AdamW) per cell (medians in seq_len.json), on {machine()}.",
+        f"(forward, backward, AdamW) per cell (medians in seq_len.json), on {where}.",
         "Nets: " + "; ".join(f"{r.model} ({r.params:,} params{', ' + ' '.join(spec.net_overrides.get(r.model, [])) if spec.net_overrides.get(r.model) else ''})" for r in results) + ".",
         "Exponent k: least-squares fit of step time ~ L^k, over all lengths and over the three longest.",
     ]

@@ -58,9 +58,9 @@ def steps_for_batches(cfg, batches: int) -> int:
     return batches + batches // int(critic_steps) if critic_steps else batches
 
 
-def train_in_child(cfg, log_file: str) -> dict:
+def train_in_child(cfg, log_file: str, answer) -> None:
     """run(cfg) in a fresh process (so its peak memory, threads and RNG are its own), with its
-    output in `log_file`; returns the test metrics and the run's wall time, or the error."""
+    output in `log_file`; sends back the test metrics and the run's wall time, or the error."""
     with open(log_file, "w") as log:
         sys.stdout.flush(), sys.stderr.flush()
         os.dup2(log.fileno(), 1)  # Lightning's and the C++ libraries' messages too, not only Python's
@@ -69,24 +69,44 @@ def train_in_child(cfg, log_file: str) -> dict:
 
         start = time.perf_counter()
         try:
-            metrics = run(cfg)
+            answer.send({"metrics": run(cfg), "seconds": time.perf_counter() - start})
         except Exception as error:
             traceback.print_exc()
-            return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
-        return {"metrics": metrics, "seconds": time.perf_counter() - start}
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            answer.send({"error": f"{type(error).__name__}: {message}"})
+
+
+def train_one(cfg, log_file: Path) -> dict:
+    """train_in_child in a spawned process that never outlives this call (nor a SIGTERM to it)."""
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=train_in_child, args=(cfg, str(log_file), send), name="dtrain-compare-run")
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the child
+    try:
+        child.start()
+        send.close()
+        try:
+            return receive.recv()
+        except EOFError:  # the child died without answering (killed, out of memory)
+            child.join()
+            return {"error": f"the training process ended with exit code {child.exitcode}"}
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_families(spec, compare_dir: Path, cfgs: dict, announce=print) -> list[FamilyRow]:
     """Each family's composed config trained in turn, each in its own process and run directory."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     rows = []
     for family, cfg in cfgs.items():
         run_dir = Path(cfg.paths.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            result = pool.submit(train_in_child, cfg, str(run_dir / "train.log")).result()
+        result = train_one(cfg, run_dir / "train.log")
         row = read_family(family, run_dir, spec.metrics.get(family, "val/loss"), result)
         announce(f"{family}: {'failed: ' + row.error if row.error else f'{row.run_seconds:.0f} s'} ({run_dir})")
         rows.append(row)
