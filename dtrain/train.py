@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.checkpoints import newest_valid_checkpoint
-    from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint
+    from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
 
     ckpt_path = requeued_checkpoint(run_dir)  # a requeued Slurm job continues where it stopped
     if cfg.get("resume"):
@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
         callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_plugins(cfg.trainer))
         check_batch_split(cfg, trainer)
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -3,7 +3,7 @@ multiruns, a preempted job that requeues and resumes to the same weights, and a 
 bad input ends in one line with nothing submitted."""
 
 import csv
-import os
+import json
 import shutil
 import subprocess
 import sys
@@ -77,8 +77,6 @@ def test_train_sbatch_runs_two_ddp_ranks_under_srun(cluster, tmp_path):
 
     (run_dir,) = run_dirs(tmp_path / "runs")
     assert run_dir == tmp_path / "runs" / "slurm" / job_id
-    import json
-
     record = json.loads((run_dir / "env.json").read_text())
     assert (record["world_size"], record["strategy"]) == (2, "DDPStrategy")
     assert "MEMBER: 2/2" in log, "Lightning took its two ranks from srun"
@@ -87,8 +85,9 @@ def test_train_sbatch_runs_two_ddp_ranks_under_srun(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_launcher_slurm_submits_and_a_two_node_dry_run_passes_test_only(cluster, tmp_path):
-    submitted = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", *RUN, "trainer.max_epochs=2", cwd=tmp_path)
+def test_launcher_slurm_submits_a_two_node_job_and_a_dry_run_passes_test_only(cluster, tmp_path):
+    # Two nodes of one CPU rank each (n1 and n2 are both this machine, on 127.0.0.1 and .2).
+    submitted = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", "launcher.nodes=2", *RUN, "trainer=ddp", "trainer.max_epochs=2", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = submitted_job(submitted.stdout)
     (run_dir,) = run_dirs(tmp_path / "runs")
@@ -97,6 +96,8 @@ def test_launcher_slurm_submits_and_a_two_node_dry_run_passes_test_only(cluster,
     assert job["JobState"] == "COMPLETED", (run_dir / f"slurm-{job_id}.out").read_text()[-3000:]
     assert run_dirs(tmp_path / "runs") == [run_dir], "the job trains in the directory it was submitted with"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and any(row.get("test/acc") for row in metric_rows(run_dir))
+    record = json.loads((run_dir / "env.json").read_text())
+    assert (record["num_nodes"], record["world_size"]) == (2, 2), "launcher.nodes flowed into trainer.num_nodes"
 
     dry = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", "launcher.nodes=2", "launcher.tasks_per_node=2",
                  "launcher.dry_run=true", "+launcher.extra.mem=1G", *RUN, "trainer=ddp", cwd=tmp_path / "dry")
@@ -225,3 +226,10 @@ def test_launcher_slurm_without_sbatch_suggests_launcher_local(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dtrain: error: launcher: ") and "sbatch" in lines[0] and "launcher=local" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_installed_package_writes_the_templates(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dtrain.launch.slurm", str(tmp_path / "mine")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for name in ("train.sbatch", "train_multinode.sbatch", "ray_cluster.sbatch"):
+        assert (tmp_path / "mine" / name).read_text() == (REPO / "slurm" / name).read_text()

@@ -35,13 +35,35 @@ def _job_id() -> str:
     return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
 
 
-def _job_state(job_id: str) -> str:
+def _seconds(limit: str) -> float | None:
+    """Slurm's `[days-]HH:MM:SS` (or MM:SS) as seconds; None for UNLIMITED."""
+    days, _, clock = limit.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+    except ValueError:
+        return None
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def time_limit_reached(job_id: str) -> bool:
+    """Whether the job has run out its time limit: a SIGTERM for any other reason (a user's
+    scancel, a preemption Slurm requeues by itself) must not requeue it."""
+    import datetime
+
     try:
         shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return ""
-    match = re.search(r"JobState=(\S+)", shown)
-    return match.group(1) if match else ""
+        return False
+    fields = dict(re.findall(r"(\w+)=(\S*)", shown))
+    limit = _seconds(fields.get("TimeLimit", "UNLIMITED"))
+    try:
+        started = datetime.datetime.fromisoformat(fields.get("StartTime", ""))
+    except ValueError:
+        return False
+    # Slurm sends the SIGTERM at the limit; a few seconds' slack for a slow checkpoint query.
+    return limit is not None and (datetime.datetime.now() - started).total_seconds() >= limit - 5
 
 
 class SlurmRequeue(Callback):
@@ -85,7 +107,7 @@ class SlurmRequeue(Callback):
         if trainer.is_global_zero:
             partial.replace(final)  # a kill during the save leaves the previous one intact
             requeued = self._requeue(reason)
-            what = f"requeued job {_job_id()}, which resumes there" if requeued else "not requeued (resume it with `python -m dtrain resume=<run dir>`)"
+            what = f"requeued job {_job_id()}, which resumes there" if requeued else f"not requeued (continue with `python -m dtrain resume={run_dir}`)"
             print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {final}; {what}", file=sys.stderr, flush=True)
         trainer.strategy.barrier("slurm_requeue")
         # Slurm ends the job's processes now anyway; leaving first keeps the end orderly.
@@ -98,8 +120,8 @@ class SlurmRequeue(Callback):
             print(f"dtrain: job was requeued {restart_count()} times already (max_requeues={self.max_requeues})", file=sys.stderr)
             return False
         job_id = _job_id()
-        # SIGTERM alone is a time limit, a preemption or a user's scancel: a cancelled job stays cancelled.
-        if reason == "SIGTERM" and _job_state(job_id).startswith("CANCELLED"):
+        # SIGTERM is a time limit, a preemption or a user's scancel: only the first requeues here.
+        if reason == "SIGTERM" and not time_limit_reached(job_id):
             return False
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
@@ -112,6 +134,16 @@ def requeue_callbacks() -> list[Callback]:
     if not under_slurm():
         return []
     return [SlurmRequeue(requeue=os.environ.get("DTRAIN_REQUEUE", "1") != "0", max_requeues=int(os.environ.get("DTRAIN_MAX_REQUEUES", "3")))]
+
+
+def trainer_plugins(trainer_cfg) -> dict:
+    """Lightning's Slurm environment without its own auto-requeue (SlurmRequeue does it), so
+    Lightning neither announces nor installs a second set of signal handlers."""
+    if not under_slurm() or trainer_cfg.get("plugins") is not None:
+        return {}
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
 
 
 def requeued_checkpoint(run_dir: Path) -> Path | None:

@@ -16,9 +16,24 @@ SCRIPT_NAME = "job.sbatch"
 END_OF_SITE_EDITS = "# -- end of what a site edits"
 
 
+TEMPLATES = ("train.sbatch", "train_multinode.sbatch", "ray_cluster.sbatch")
+
+
 def template(name: str = "train.sbatch") -> str:
     """A template shipped inside the package (slurm/*.sbatch in a checkout point at these)."""
     return resources.files("dtrain.launch").joinpath("templates", name).read_text()
+
+
+def write_templates(folder: Path) -> list[Path]:
+    """`python -m dtrain.launch.slurm [folder]`: the by-hand templates, for a pip-installed dtrain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in TEMPLATES:
+        path = folder / name
+        path.write_text(template(name))
+        path.chmod(0o755)
+        written.append(path)
+    return written
 
 
 def is_slurm(cfg: DictConfig) -> bool:
@@ -38,8 +53,8 @@ def settle(cfg: DictConfig) -> None:
     launcher = cfg.launcher
     for key in ("nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "signal_lead_s", "max_requeues"):
         value = launcher.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_requeues" else 1)):
-            raise ConfigError(f"launcher.{key}", f"expected a positive integer, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in ("max_requeues", "signal_lead_s") else 1)):
+            raise ConfigError(f"launcher.{key}", f"expected a {'non-negative' if key in ('max_requeues', 'signal_lead_s') else 'positive'} integer, got {value!r}")
     gpus = launcher.gpus_per_node
     if gpus and str(cfg.trainer.get("accelerator")) == "cpu":
         raise ConfigError("launcher.gpus_per_node", f"asks for {gpus} GPU(s) per node but the trainer runs on the CPU (trainer.accelerator=cpu); use trainer=gpu or trainer=ddp, or drop launcher.gpus_per_node")
@@ -150,3 +165,8 @@ def submit(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> str | None:
     job_id = done.stdout.strip().split(";")[0]
     print(f"dtrain: submitted Slurm job {job_id}\n  run directory: {run_dir}\n  log: {run_dir / f'slurm-{job_id}.out'}")
     return job_id
+
+
+if __name__ == "__main__":
+    for written in write_templates(Path(sys.argv[1] if len(sys.argv) > 1 else "slurm")):
+        print(f"wrote {written}")
