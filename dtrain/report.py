@@ -32,10 +32,10 @@ def _grid(panels: int, columns: int, width: float = 5.0, height: float = 3.0):
     return fig, axes.ravel()
 
 
-def _plot(ax, run: Run, name: str, x: str, label: str) -> None:
+def _plot(ax, run: Run, name: str, x: str, label: str, color: str | None = None) -> None:
     series = run.series(name)
     marker = "o" if len(series) < 30 else None  # a few validations would otherwise be invisible dots
-    ax.plot(series[x].to_numpy(), series["value"].to_numpy(), marker=marker, markersize=3, label=label)
+    ax.plot(series[x].to_numpy(), series["value"].to_numpy(), marker=marker, markersize=3, label=label, color=color)
 
 
 def _x_label(runs: list[Run], x: str) -> str:
@@ -121,17 +121,28 @@ def comparison_figure(runs: list[Run]):
     panels = [(n, x) for n in curves for x in ("step", "seconds")] + [(n, "seconds") for n in system]
     fig, axes = _grid(len(panels), 2, height=3.2)
     for ax, (name, x) in zip(axes, panels):
-        for run in runs:
+        for index, run in enumerate(runs):
             if name in run.metrics and run.metrics[name].notna().any():
-                _plot(ax, run, name, x, label=run.label)
+                _plot(ax, run, name, x, label=run.label, color=_run_color(index, len(runs)))  # a run keeps its colour in every panel
         ax.set_title(name)
         ax.set_xlabel(_x_label(runs, x))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    labels = [run.label for run in runs]
+    handles = [Line2D([], [], color=_run_color(i, len(runs))) for i in range(len(runs))]
     fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize="small", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / math.ceil(len(panels) / 2)))
     return fig
+
+
+def _run_color(index: int, count: int) -> str:
+    """Ten distinct colours for up to ten runs, twenty for more (repeating past twenty)."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10" if count <= 10 else "tab20"].colors
+    return matplotlib.colors.to_hex(colors[index % len(colors)])
 
 
 def write_figures(runs: list[Run], out: Path, each: bool = False) -> list[Path]:
