@@ -105,7 +105,10 @@ def families(spec, out: Path, command: str) -> list[Path]:
     cfgs = {}
     with outside_hydra():  # every family composed and checked before anything trains
         for family in spec.models:
-            cfgs[family] = compose(family_overrides(spec, family), run_dir=out / family)
+            try:
+                cfgs[family] = compose(family_overrides(spec, family), run_dir=out / family)
+            except ConfigError as error:
+                raise ConfigError(error.key, f"{str(error)[len(error.key) + 2:]} (family {family} of compare.models)") from None
             cfgs[family].trainer.max_steps = steps_for_batches(cfgs[family], spec.budget)
             validate(cfgs[family])
             check_devices(cfgs[family].trainer)

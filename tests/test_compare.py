@@ -97,3 +97,15 @@ def test_growth_exponent_of_known_curves():
     linear_then_quadratic = [1e-3 * n + 1e-6 * n**2 for n in lengths]
     overall, longest = growth_exponents(lengths, linear_then_quadratic)
     assert 1.0 < overall < longest < 2.0
+
+
+def test_an_unknown_family_is_one_line_before_anything_trains(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dtrain.compare", "compare.models=[cnn,trnsformer]", f"hydra.run.dir={tmp_path / 'out'}"],
+        env=child_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("dtrain: error: model=trnsformer: no such option; did you mean model=transformer?")
+    assert line.endswith("(family trnsformer of compare.models)")
+    assert not (tmp_path / "out" / "cnn").exists()  # cnn was not trained first
