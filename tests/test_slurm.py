@@ -3,6 +3,7 @@ multiruns, a preempted job that requeues and resumes to the same weights, and a 
 bad input ends in one line with nothing submitted."""
 
 import csv
+import datetime
 import json
 import shutil
 import subprocess
@@ -131,16 +132,15 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(clus
         assert time.monotonic() < deadline, "the job never reached step 20"
         time.sleep(0.2)
     cluster.run("scancel", "--signal=USR1", job_id)
-    signalled = time.monotonic()
-    while cluster.job(job_id)["Restarts"] == "0":
-        assert time.monotonic() - signalled < 60, "the job was not requeued"
-        time.sleep(0.2)
-    while cluster.job(job_id)["JobState"] == "PENDING":
-        time.sleep(0.2)
-    print(f"requeue: signal to running again in {time.monotonic() - signalled:.1f} s")
+    signalled = datetime.datetime.now()
     job = cluster.wait(job_id)
     log = (run_dir / f"slurm-{job_id}.out").read_text()
     assert (job["JobState"], job["Restarts"]) == ("COMPLETED", "1"), log[-3000:]
+    restored = next(line for line in log.splitlines() if line.startswith("[") and "Restoring states" in line and "requeue.ckpt" in line)
+    training_again = datetime.datetime.strptime(restored[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    running_again = datetime.datetime.fromisoformat(job["StartTime"])
+    print(f"requeue latency: job running again {(running_again - signalled).total_seconds():.1f} s after the signal, "
+          f"training from the checkpoint {(training_again - signalled).total_seconds():.1f} s after")
     assert "checkpointed to" in log and "requeue.ckpt" in log
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
 
@@ -153,6 +153,29 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(clus
     wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1, "one W&B run id across the requeue"
     assert run_dirs(tmp_path / "runs") == [run_dir], "no second run directory"
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_and_one_past_max_requeues_checkpoint_but_stay_down(cluster, tmp_path):
+    slow = ["+callbacks.slow._target_=tests.slurm_helpers.SlowAfterStep", "+callbacks.slow.step=5", "+callbacks.slow.seconds=0.5"]
+    jobs = {}
+    for name, extra in (("cancelled", []), ("limited", ["launcher.max_requeues=0"])):
+        submitted = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", *RUN, "data.batch_size=16", "trainer.max_epochs=3", *slow, *extra, cwd=tmp_path / name)
+        assert submitted.returncode == 0, submitted.stderr[-2000:]
+        (run_dir,) = run_dirs(tmp_path / name / "runs")
+        jobs[name] = (submitted_job(submitted.stdout), run_dir)
+    for name, (job_id, run_dir) in jobs.items():
+        deadline = time.monotonic() + 180
+        while not (run_dir / "reached").exists():
+            assert cluster.job(job_id)["JobState"] in ("PENDING", "RUNNING"), (run_dir / f"slurm-{job_id}.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job never reached step 5"
+            time.sleep(0.2)
+        cluster.run("scancel", job_id) if name == "cancelled" else cluster.run("scancel", "--signal=USR1", job_id)
+    for name, (job_id, run_dir) in jobs.items():
+        job = cluster.wait(job_id)
+        log = (run_dir / f"slurm-{job_id}.out").read_text()
+        assert job["Restarts"] == "0" and job["JobState"] == ("CANCELLED" if name == "cancelled" else "FAILED"), log[-3000:]
+        assert "not requeued" in log and (run_dir / "checkpoints" / "requeue.ckpt").is_file(), log[-3000:]
 
 
 @pytest.mark.slow

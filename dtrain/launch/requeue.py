@@ -109,9 +109,10 @@ class SlurmRequeue(Callback):
             requeued = self._requeue(reason)
             what = f"requeued job {_job_id()}, which resumes there" if requeued else f"not requeued (continue with `python -m dtrain resume={run_dir}`)"
             print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {final}; {what}", file=sys.stderr, flush=True)
-        trainer.strategy.barrier("slurm_requeue")
-        # Slurm ends the job's processes now anyway; leaving first keeps the end orderly.
-        raise SystemExit(0)
+        requeued = trainer.strategy.broadcast(requeued)
+        # Requeued: Slurm ends the job's processes now anyway, leaving first keeps the end orderly.
+        # Not requeued: the run is unfinished, and the job's state says so (FAILED, not COMPLETED).
+        raise SystemExit(0 if requeued else 1)
 
     def _requeue(self, reason: str) -> bool:
         if not self.requeue:
