@@ -70,3 +70,25 @@ class SlowEpochs(Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class RunClock(Callback):
+    """Writes <run>/run_clock.json: wall seconds from the start of fit to the end of test (the
+    trial's own training and evaluation), for benchmarks/sweep_overhead.py."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import time
+
+        self.start, self.started_at = time.perf_counter(), time.time()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer) -> None:
+        import time
+
+        if trainer.is_global_zero:
+            (Path(trainer.default_root_dir) / "run_clock.json").write_text(json.dumps({"seconds": time.perf_counter() - self.start, "started_at": self.started_at}))

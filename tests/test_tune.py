@@ -83,6 +83,7 @@ def test_trials_land_on_both_nodes_and_best_yaml_reproduces(cluster, tmp_path):
     assert last_value(rerun, "val/loss") == pytest.approx(float(best["val/loss"]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_asha_matches_fifo_with_less_compute(cluster, tmp_path):
     # a shuffled order, as a random search would propose (ascending rates would let every trial pass its rung)
     grid = "space.model.optimizer.lr=grid(1e-2,3e-5,3e-3,1e-4,3e-2,3e-4,1e-3,6e-5)"
@@ -101,6 +102,7 @@ def test_asha_matches_fifo_with_less_compute(cluster, tmp_path):
     assert summaries["asha"]["best"] <= summaries["fifo"]["best"] + 0.02
 
 
+@pytest.mark.slow
 def test_two_worker_trials_train_data_parallel(cluster, tmp_path):
     tune_cli(
         "trainer.max_epochs=2", "sweep.num_samples=1", "sweep.resources.workers=2", "sweep.resources.cpus_per_worker=0.5",
@@ -134,6 +136,15 @@ def test_crashed_trial_is_retried_from_its_checkpoint_bitwise(cluster, tmp_path)
     a, b = load_weights(crashed / "checkpoints" / "last.ckpt"), load_weights(clean / "checkpoints" / "last.ckpt")
     assert all(torch.equal(a[name], b[name]) for name in a)
 
+    # a trial is a normal run: `python -m dtrain resume=<trial dir>` continues it by hand, without Ray
+    more = subprocess.run(
+        [sys.executable, "-m", "dtrain", f"resume={clean}", "trainer.max_epochs=4"],
+        cwd=tmp_path, env=child_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
+    )
+    assert more.returncode == 0, more.stderr[-3000:]
+    with open(clean / "metrics.csv") as f:
+        assert max(int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/loss")) == 3  # a 4th epoch (0-based 3)
+
 
 def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
@@ -147,7 +158,7 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
     driver = tune_cli(
         "trainer.max_epochs=4", "sweep.search=optuna", "sweep.seed=7", "sweep.num_samples=3", "sweep.max_concurrent_trials=1",
         "space.model.optimizer.lr=loguniform(1e-4,3e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
-        "+callbacks.slow._target_=tests.ray_probes.SlowEpochs", cwd=tmp_path, address=cluster, background=True,
+        "+callbacks.slow._target_=tests.ray_probes.SlowEpochs", "+callbacks.slow.seconds=0.5", cwd=tmp_path, address=cluster, background=True,
     )
     try:
         deadline = time.monotonic() + 300
@@ -204,3 +215,8 @@ def test_pbt_exploit_takes_weights_but_trains_with_its_own_values(cluster, tmp_p
     attempt = next(a for a in jsonl(trial / "attempts.jsonl") if a["step"] == donor["global_step"])
     assert attempt["weights"] == weights_fingerprint(donor["state_dict"])  # the donor's weights
     assert attempt["lr"] == pytest.approx(own_lr) and own_lr != pytest.approx(donor_lr)  # its own mutated rate
+    from omegaconf import OmegaConf
+
+    last = jsonl(trial / "pbt_schedule.jsonl")[-1]["overrides"]
+    last_lr = float(next(o for o in last if o.startswith("model.optimizer.lr=")).partition("=")[2])
+    assert OmegaConf.load(trial / "config.yaml").model.optimizer.lr == pytest.approx(last_lr)  # rewritten at the exploit

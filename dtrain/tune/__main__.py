@@ -5,6 +5,8 @@ import sys
 
 from dtrain.cli_errors import exit_on_config_error
 
+PRELOAD = ("lightning", "dtrain.train", "dtrain.tune.trial")
+
 
 def prepare(args: list[str]):
     """Everything that can be wrong with the input, found before Ray starts."""
@@ -25,16 +27,36 @@ def prepare(args: list[str]):
 
 
 def start_ray(plan, address):
+    import threading
+
     import ray
 
     from dtrain.tune.preflight import check_cluster
 
+    # Tune's imports take seconds: load them while Ray starts.
+    imports = threading.Thread(target=_import_tune, daemon=True)
+    imports.start()
     # Trials keep the sweep's working directory (relative data paths), not Ray's trial folder.
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true")}
-    runtime_env = {"env_vars": {k: v for k, v in {**env, **_passed_env()}.items()}}
-    kwargs = {"address": address} if address else {"object_store_memory": int(plan.settings.get("object_store_mb", 512)) * 2**20}
-    ray.init(**kwargs, runtime_env=runtime_env, include_dashboard=False, log_to_driver=bool(plan.settings.get("log_to_driver", True)), configure_logging=False)
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true"), **_passed_env()}
+    if address:  # the cluster's workers were started elsewhere: hand them our environment
+        kwargs = {"address": address, "runtime_env": {"env_vars": env}}
+    else:  # Ray starts here, and its workers inherit this process's environment
+        os.environ.update(env)
+        kwargs = {
+            "object_store_memory": int(plan.settings.get("object_store_mb", 512)) * 2**20,
+            # Idle workers import torch and Lightning as they start, so trial actors start warm
+            # (a cluster's nodes: RAY_preload_python_modules in launchers/ray/start_*.sh).
+            "_system_config": {"preload_python_modules": list(PRELOAD)},
+        }
+    ray.init(**kwargs, include_dashboard=False, log_to_driver=bool(plan.settings.get("log_to_driver", True)), configure_logging=False)
     check_cluster(plan)
+    imports.join()
+
+
+def _import_tune() -> None:
+    import ray.tune.tuner  # noqa: F401
+
+    from dtrain.tune import tuner  # noqa: F401
 
 
 def _passed_env() -> dict:

@@ -3,30 +3,37 @@ to Ray, with an immutable checkpoint file written for that report."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
 REPORTS_DIR = "checkpoints/reports"  # not checkpoints/*.ckpt: a resume takes last.ckpt, the newest
 CHECKPOINT_FILE = "model.ckpt"
+TIMING_FILE = "tune_report.json"  # how many reports and the seconds they took (sweep overhead)
 META_FILE = "meta.json"  # which trial wrote a checkpoint: a PBT restart may hand us another's
 
 
-def _in_train_worker() -> bool:
-    """True inside a Ray Train worker (a multi-worker trial), False in a Tune function trial."""
+def _in_tune_trial() -> bool:
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
-    return not _in_tune_session()
+    return _in_tune_session()
 
 
 class TuneReport(Callback):
-    def __init__(self, trial_id: str, keep: int = 2):
+    """`via`: "tune" in a single-process trial, "train" in the workers of a multi-worker trial.
+    Outside Ray (`python -m dtrain resume=<trial dir>` by hand) it does nothing."""
+
+    def __init__(self, trial_id: str, keep: int = 2, via: str = "tune"):
         self.trial_id = trial_id
+        self.via = via
         self.keep = max(1, int(keep))
+        self.reports, self.seconds = 0, 0.0
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self._in_ray():
             return
+        start = time.perf_counter()
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
         folder = Path(trainer.default_root_dir) / REPORTS_DIR / f"step{trainer.global_step:08d}"
@@ -34,12 +41,27 @@ class TuneReport(Callback):
         trainer.save_checkpoint(folder / CHECKPOINT_FILE)  # every rank: sharded strategies save together
         if trainer.is_global_zero:
             (folder / META_FILE).write_text(json.dumps({"trial_id": self.trial_id, "step": trainer.global_step}))
-        self._report(trainer, metrics, folder)
+        self._report(trainer, metrics, folder)  # a scheduler that stops the trial ends it in here
         if trainer.is_global_zero:
             self._prune(folder.parent)
+        self.reports += 1
+        self.seconds += time.perf_counter() - start
+        self._write_timing(trainer)
+
+    def _write_timing(self, trainer) -> None:
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / TIMING_FILE
+            path.write_text(json.dumps({"reports": self.reports, "seconds": round(self.seconds, 4)}))
+
+    def _in_ray(self) -> bool:
+        if self.via == "train":
+            return True
+        import importlib.util
+
+        return importlib.util.find_spec("ray") is not None and _in_tune_trial()
 
     def _report(self, trainer, metrics: dict, folder: Path) -> None:
-        if _in_train_worker():
+        if self.via == "train":
             import ray.train
 
             checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if trainer.is_global_zero else None

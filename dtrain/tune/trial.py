@@ -131,6 +131,7 @@ def _worker_loop(loop_config: dict) -> None:
         cfg.trainer.devices = "auto"
         cfg.trainer.num_nodes = 1  # Ray's environment tells Lightning the world
         cfg.trainer.plugins = [{"_target_": "ray.train.lightning.RayLightningEnvironment"}]
+        cfg.callbacks.tune_report.via = "train"
     run(cfg)
 
 
