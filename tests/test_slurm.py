@@ -88,13 +88,16 @@ def test_train_sbatch_runs_two_ddp_ranks_under_srun(cluster, tmp_path):
 @pytest.mark.slow
 def test_launcher_slurm_submits_a_two_node_job_and_a_dry_run_passes_test_only(cluster, tmp_path):
     # Two nodes of one CPU rank each (n1 and n2 are both this machine, on 127.0.0.1 and .2).
-    submitted = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", "launcher.nodes=2", *RUN, "trainer=ddp", "trainer.max_epochs=2", cwd=tmp_path)
+    submitted = dtrain(cluster, "launcher=slurm", "launcher.partition=debug", "launcher.nodes=2", "launcher.setup=[echo node-prepared]",
+                       *RUN, "trainer=ddp", "trainer.max_epochs=2", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr[-2000:]
     job_id = submitted_job(submitted.stdout)
     (run_dir,) = run_dirs(tmp_path / "runs")
     assert f"run directory: {run_dir}" in submitted.stdout and f"log: {run_dir}/slurm-{job_id}.out" in submitted.stdout
     job = cluster.wait(job_id)
-    assert job["JobState"] == "COMPLETED", (run_dir / f"slurm-{job_id}.out").read_text()[-3000:]
+    log = (run_dir / f"slurm-{job_id}.out").read_text()
+    assert job["JobState"] == "COMPLETED", log[-3000:]
+    assert log.startswith("node-prepared\n"), "launcher.setup runs before dtrain"
     assert run_dirs(tmp_path / "runs") == [run_dir], "the job trains in the directory it was submitted with"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and any(row.get("test/acc") for row in metric_rows(run_dir))
     record = json.loads((run_dir / "env.json").read_text())

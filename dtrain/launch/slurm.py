@@ -87,7 +87,8 @@ def _sbatch_options(launcher: DictConfig, run_dir: Path) -> list[str]:
         "output": str(run_dir / "slurm-%j.out"),
         "chdir": os.getcwd(),  # relative paths in the config mean what they meant here
     }
-    options.update(OmegaConf.to_container(launcher.extra, resolve=True) or {})
+    # sbatch's long options use dashes; YAML keys often use underscores (mail_type: END).
+    options.update({str(key).replace("_", "-"): value for key, value in (OmegaConf.to_container(launcher.extra, resolve=True) or {}).items()})
     lines = []
     for key, value in options.items():
         if value is None or value is False:
