@@ -200,7 +200,9 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
 
 def test_pbt_exploit_takes_weights_but_trains_with_its_own_values(cluster, tmp_path):
     tune_cli(
-        "trainer.max_epochs=6", "sweep.scheduler.name=pbt", "sweep.scheduler.perturbation_interval=2", "sweep.scheduler.quantile_fraction=0.5",
+        "trainer.max_epochs=8", "sweep.scheduler.name=pbt", "sweep.scheduler.perturbation_interval=2", "sweep.scheduler.quantile_fraction=0.5",
+        # slow epochs: the two trials overlap in time however late one of them starts
+        "+callbacks.slow._target_=tests.ray_probes.SlowEpochs", "+callbacks.slow.seconds=1.0",
         "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "sweep.keep_checkpoints=10", "sweep.metric=val/loss", "sweep.mode=min",
         "space.model.optimizer.lr=loguniform(1e-4,3e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
         cwd=tmp_path, address=cluster,

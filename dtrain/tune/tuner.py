@@ -64,7 +64,6 @@ def _scheduler(plan: Plan):
         return PopulationBasedTraining(
             time_attr=TIME_ATTR, perturbation_interval=int(sched["perturbation_interval"]),
             quantile_fraction=float(sched["quantile_fraction"]), hyperparam_mutations=_mutations(plan),
-            synch=bool(sched.get("synch", False)),
         )
     return None
 
