@@ -82,6 +82,9 @@ def multirun(tmp_path_factory):
         overrides = ["logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "model=cnn",
                      "budget=smoke", "trainer.max_steps=8", "trainer.val_check_interval=4", f"model.optimizer.lr={lr}"]
         run(compose(overrides, run_dir=root / str(job)))
+        # What Hydra's multirun writes next to each job (compose() alone does not).
+        (root / str(job) / ".hydra").mkdir()
+        (root / str(job) / ".hydra" / "overrides.yaml").write_text(f"- model=cnn\n- model.optimizer.lr={lr}\n- hydra.verbose=false\n")
     return root
 
 
@@ -112,9 +115,10 @@ def test_multirun_comparison_from_the_command_line(multirun):
 
     fig = comparison_figure(load_runs([multirun]))
     loss_lines = lines(fig, "train/loss")
-    assert [line.get_label() for line in loss_lines] == ["0", "1"]
+    # Each job named by its folder and what sets it apart (model=cnn is every job's, so left out).
+    assert [line.get_label() for line in loss_lines] == ["0: model.optimizer.lr=1e-3", "1: model.optimizer.lr=3e-3"]
     for line in loss_lines:
-        logged = pd.read_csv(multirun / line.get_label() / "metrics.csv")
+        logged = pd.read_csv(multirun / line.get_label().split(":")[0] / "metrics.csv")
         np.testing.assert_allclose(line.get_ydata(), logged["train/loss"].dropna())
     assert not np.allclose(loss_lines[0].get_ydata(), loss_lines[1].get_ydata())  # two learning rates
 

@@ -68,12 +68,15 @@ def load_run(path: Path, label: str | None = None) -> Run:
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
-    """Every run under `paths`, labelled by its folder (and its multirun overrides, if any)."""
+    """Every run under `paths`, labelled by its folder and the multirun overrides that set it
+    apart from the others (the ones every job shares say nothing)."""
     dirs = find_runs(paths)
     if not dirs:
         return []
     common = Path(*_common_parts([d.resolve() for d in dirs])) if len(dirs) > 1 else dirs[0].resolve().parent
-    return [load_run(d, _label(d, common)) for d in dirs]
+    overrides = [_overrides(d) for d in dirs]
+    shared = set.intersection(*map(set, overrides)) if len(dirs) > 1 else set()
+    return [load_run(d, _label(d, common, [o for o in own if o not in shared])) for d, own in zip(dirs, overrides)]
 
 
 def _common_parts(dirs: list[Path]) -> tuple:
@@ -85,15 +88,20 @@ def _common_parts(dirs: list[Path]) -> tuple:
     return tuple(parts) or ("/",)
 
 
-def _label(run_dir: Path, common: Path) -> str:
-    name = str(run_dir.resolve().relative_to(common)) if run_dir.resolve() != common else run_dir.name
+def _overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of a Hydra job (`.hydra/overrides.yaml`), Hydra's own left out."""
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    if overrides_file.is_file():
-        import yaml
+    if not overrides_file.is_file():
+        return []
+    import yaml
 
-        overrides = [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith("hydra.")]
-        if overrides:
-            name = f"{name}: {' '.join(overrides)}"
+    return [o for o in (yaml.safe_load(overrides_file.read_text()) or []) if not o.startswith("hydra.")]
+
+
+def _label(run_dir: Path, common: Path, overrides: list[str]) -> str:
+    name = str(run_dir.resolve().relative_to(common)) if run_dir.resolve() != common else run_dir.name
+    if overrides:
+        name = f"{name}: {' '.join(overrides)}"
     return name if len(name) <= 60 else name[:57] + "..."
 
 
