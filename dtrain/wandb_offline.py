@@ -8,6 +8,7 @@ serialized `wandb_internal_pb2.Record`.
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,17 @@ def read_run(path: Path) -> dict:
     for record in records(path, "run"):
         run = {"id": record.run_id, "group": record.run_group, "project": record.project, "name": record.display_name, "tags": list(record.tags)}
     return run
+
+
+def wait_closed(path: Path, timeout: float = 60.0) -> bool:
+    """Wait until the file holds the run's exit record, its last: `wandb.finish()` can return
+    before W&B's service has written the file out. False if it is still open after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not any(True for _ in records(path, "exit")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def run_files(run_dir: Path) -> list[Path]:

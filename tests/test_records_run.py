@@ -7,11 +7,19 @@ import subprocess
 
 import pytest
 
-from dtrain.wandb_offline import read_config, read_history, read_run, read_summary, run_files
+from dtrain.wandb_offline import read_config, read_history, read_run, read_summary, wait_closed
+from dtrain.wandb_offline import run_files as all_run_files
 
 PER_STEP = ("train/samples_per_sec", "train/step_time_s", "train/data_wait_frac", "train/tflops", "train/mfu", "train/lr", "train/grad_norm", "memory/peak_gib")
 API_KEY = "k" * 40
 TOKEN = "ghp_notarealtoken0123456789"
+
+
+def run_files(run_dir) -> list:
+    """The run's offline W&B files, once W&B has written them out."""
+    files = all_run_files(run_dir)
+    assert all(wait_closed(path) for path in files)
+    return files
 
 
 def rows(run_dir) -> list[dict]:
@@ -140,6 +148,7 @@ def test_the_runs_of_a_multirun_share_a_wandb_group(tmp_path):
     result = dtrain_cli("-m", "model=mlp", "budget=smoke", "seed=1,2", "logger=[csv,wandb]", "trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     files = sorted((tmp_path / "runs" / "multirun").glob("*/*/*/wandb/offline-run-*/run-*.wandb"))
+    assert all(wait_closed(path) for path in files)
     runs = [read_run(path) for path in files]
     assert len(runs) == 2 and runs[0]["id"] != runs[1]["id"]  # one W&B run per job, never merged
     sweep_dir = files[0].parents[3]

@@ -5,6 +5,7 @@ import sys
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.perf.record import record, write_if_last
 from dtrain.perf.steps import is_logging_step
 
 GIB = 2**30
@@ -33,6 +34,8 @@ class PeakMemory(Callback):
     On the CPU the figure is the process's peak RSS since it started (it includes whatever the
     process did before this run, e.g. earlier runs in one Python session)."""
 
+    writes_step_figures = True  # dtrain.perf.record
+
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
@@ -46,7 +49,8 @@ class PeakMemory(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if is_logging_step(trainer):
-            pl_module.log_dict(self._peaks(trainer), on_step=True, on_epoch=False, prog_bar=False)
+            record(trainer, self._peaks(trainer))
+        write_if_last(trainer, self)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         from dtrain.perf.summary import write_summary

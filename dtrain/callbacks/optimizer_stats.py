@@ -3,6 +3,7 @@
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.perf.record import record, write_if_last
 from dtrain.perf.steps import is_logging_step
 
 
@@ -20,6 +21,8 @@ class OptimizerStats(Callback):
     """`train/lr` and `train/grad_norm` of the first optimizer, `train/lr_<i>` and
     `train/grad_norm_<i>` of any other (a GAN's generator)."""
 
+    writes_step_figures = True  # dtrain.perf.record
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not is_logging_step(trainer):
             return
@@ -29,4 +32,7 @@ class OptimizerStats(Callback):
         norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
         if norm is not None:
             values[f"train/grad_norm{suffix}"] = norm.detach().float()
-        pl_module.log_dict(values, on_step=True, on_epoch=False, prog_bar=False)
+        record(trainer, values)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        write_if_last(trainer, self)

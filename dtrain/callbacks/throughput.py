@@ -14,8 +14,10 @@ import warnings
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.perf.record import record, write_if_last
 from dtrain.perf.steps import is_logging_step
 
+HISTORY_LIMIT = 10_000  # logged values kept per figure (they travel in every checkpoint)
 # Figures whose median over the run goes to the summary.
 SUMMARISED = (
     "train/samples_per_sec", "train/samples_per_sec_per_replica", "train/tokens_per_sec", "train/tokens_per_sec_per_replica",
@@ -35,6 +37,8 @@ def batch_counts(pl_module, batch) -> dict:
 
 class Throughput(Callback):
     """`count_flops=false` skips the FLOP count (no MFU); `cache_dir` holds the CPU's measured peak."""
+
+    writes_step_figures = True  # dtrain.perf.record
 
     def __init__(self, count_flops: bool = True, cache_dir: str | None = None):
         self.count_flops, self.cache_dir = count_flops, cache_dir
@@ -107,11 +111,12 @@ class Throughput(Callback):
         now = time.perf_counter()
         if logging or self._window_start is None:
             if self._window_start is not None:
-                self._log_window(pl_module, now - self._window_start)
+                self._log_window(trainer, now - self._window_start)
             else:
                 self._add_totals()  # the first batch (FLOP count, warm-up) is not timed
             self._window_start, self._counts, self._batches, self._wait = now, {}, 0, 0.0
         self._last_end = now
+        write_if_last(trainer, self)
 
     def _add_totals(self) -> dict:
         counts = {key: float(value) for key, value in self._counts.items()}  # a sync, on logging steps only
@@ -120,7 +125,7 @@ class Throughput(Callback):
             self.totals[key] = self.totals.get(key, 0) + value
         return counts
 
-    def _log_window(self, pl_module, seconds: float) -> None:
+    def _log_window(self, trainer, seconds: float) -> None:
         counts = self._add_totals()
         if seconds <= 0 or not self._batches:
             return
@@ -137,8 +142,11 @@ class Throughput(Callback):
             if self.peak:
                 values["train/mfu"] = achieved / (self.peak * self.world_size)  # unclamped: >1 means a wrong count or peak
         for key, value in values.items():
-            self.history.setdefault(key, []).append(value)
-        pl_module.log_dict(values, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False, rank_zero_only=True)
+            kept = self.history.setdefault(key, [])
+            kept.append(value)
+            if len(kept) > HISTORY_LIMIT:  # every other value: an even spread over the run, for the medians
+                del kept[::2]
+        record(trainer, values)
 
     # -- summary and resume ----------------------------------------------------------------
     def on_fit_end(self, trainer, pl_module) -> None:

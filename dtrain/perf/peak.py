@@ -63,9 +63,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_cpu_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> float:
+def measure_cpu_peak(dtype: torch.dtype, size: int = 512, seconds: float = 0.5) -> float:
     """The best FLOP/s of a square matmul at `dtype` on this process's threads: the roof a
-    well-shaped training step can reach here (not the vendor's theoretical figure)."""
+    well-shaped training step can reach here (not the vendor's theoretical figure). Many short
+    matmuls, the best kept: on a shared machine some run undisturbed (a 1024^3 one, at ~10 ms,
+    spans several scheduler slices and reads 4x low under load)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up: thread pool, packing buffers
     best, end = 0.0, time.perf_counter() + seconds

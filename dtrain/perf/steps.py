@@ -11,9 +11,10 @@ def is_logging_step(trainer) -> bool:
     if trainer is None or trainer.log_every_n_steps <= 0:
         return False
     loop = trainer.fit_loop
-    if trainer.lightning_module.automatic_optimization and loop._should_accumulate():
-        return False  # Lightning writes nothing while it accumulates gradients
-    return (loop.epoch_loop._batches_that_stepped + 1) % trainer.log_every_n_steps == 0
+    if (loop.epoch_loop._batches_that_stepped + 1) % trainer.log_every_n_steps:
+        return False  # most batches: decided by one modulo (this runs several times a batch)
+    # Lightning writes nothing while it accumulates gradients.
+    return not (trainer.lightning_module.automatic_optimization and loop._should_accumulate())
 
 
 def logged_step(trainer) -> int:
