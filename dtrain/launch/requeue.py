@@ -10,6 +10,7 @@ by global step (dtrain.checkpoints).
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,7 +106,7 @@ class SlurmRequeue(Callback):
         trainer.save_checkpoint(partial)
         requeued = False
         if trainer.is_global_zero:
-            partial.replace(final)  # a kill during the save leaves the previous one intact
+            _replace(partial, final)  # a kill during the save leaves the previous one intact
             requeued = self._requeue(reason)
             what = f"requeued job {_job_id()}, which resumes there" if requeued else f"not requeued (continue with `python -m dtrain resume={run_dir}`)"
             print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {final}; {what}", file=sys.stderr, flush=True)
@@ -128,6 +129,19 @@ class SlurmRequeue(Callback):
         if done.returncode != 0:
             print(f"dtrain: scontrol requeue {job_id} failed: {done.stderr.strip()}", file=sys.stderr)
         return done.returncode == 0
+
+
+def _replace(new: Path, old: Path) -> None:
+    """`new` takes `old`'s name; sharded strategies save folders, which os.replace cannot put
+    over an existing one."""
+    if new.is_dir() and old.exists():
+        stale = old.with_suffix(".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        old.rename(stale)
+        new.rename(old)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        new.replace(old)
 
 
 def requeue_callbacks() -> list[Callback]:
