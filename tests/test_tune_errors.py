@@ -123,3 +123,15 @@ def test_cluster_yamls_hold_what_rays_schema_requires(name):
     broken = {k: v for k, v in config.items() if k != "provider"}
     with pytest.raises((jsonschema.ValidationError, KeyError, ValueError)):
         validate_config(prepare_config(broken))
+
+
+@pytest.mark.parametrize("name", ["cnn_asha", "transformer_optuna", "lstm_pbt"])
+def test_shipped_sweeps_pass_the_checks(name, tmp_path, monkeypatch):
+    from dtrain.tune.plan import make_plan
+    from dtrain.tune.preflight import check_inputs
+    from dtrain.tune.tuner import param_space
+
+    monkeypatch.setenv("DTRAIN_RUNS_DIR", str(tmp_path / "runs"))
+    plan = make_plan([f"sweep={name}"])
+    check_inputs(plan)
+    assert len(param_space(plan)) >= 2

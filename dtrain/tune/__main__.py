@@ -5,8 +5,6 @@ import sys
 
 from dtrain.cli_errors import exit_on_config_error
 
-PRELOAD = ("lightning", "dtrain.train", "dtrain.tune.trial")
-
 
 def prepare(args: list[str]):
     """Everything that can be wrong with the input, found before Ray starts."""
@@ -42,12 +40,7 @@ def start_ray(plan, address):
         kwargs = {"address": address, "runtime_env": {"env_vars": env}}
     else:  # Ray starts here, and its workers inherit this process's environment
         os.environ.update(env)
-        kwargs = {
-            "object_store_memory": int(plan.settings.get("object_store_mb", 512)) * 2**20,
-            # Idle workers import torch and Lightning as they start, so trial actors start warm
-            # (a cluster's nodes: RAY_preload_python_modules in launchers/ray/start_*.sh).
-            "_system_config": {"preload_python_modules": list(PRELOAD)},
-        }
+        kwargs = {"object_store_memory": int(plan.settings.get("object_store_mb", 512)) * 2**20}
     ray.init(**kwargs, include_dashboard=False, log_to_driver=bool(plan.settings.get("log_to_driver", True)), configure_logging=False)
     check_cluster(plan)
     imports.join()
