@@ -13,8 +13,12 @@ def gradient_norm(parameters) -> torch.Tensor | None:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return None
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    plain = [g for g in grads if not hasattr(g, "full_tensor")]
+    squares = [torch.nn.utils.get_total_norm(plain, norm_type=2.0) ** 2] if plain else []
+    # DTensor gradients (FSDP2, tensor parallel) live on different meshes: one norm each, made
+    # whole by a collective (every rank runs this on the same steps).
+    squares += [g.norm().full_tensor().to(squares[0].device if squares else g.device.type) ** 2 for g in grads if hasattr(g, "full_tensor")]
+    return torch.stack([s.float() for s in squares]).sum().sqrt()
 
 
 class OptimizerStats(Callback):
