@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -59,9 +58,24 @@ def take_over_donor(trial_dir: Path, trial_id: str, checkpoint, overrides: list[
         checkpoints.mkdir(parents=True, exist_ok=True)
         for old in checkpoints.glob("*.ckpt"):
             old.unlink()
-        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, checkpoints / "last.ckpt")
+        _copy_without_donor_paths(Path(folder) / CHECKPOINT_FILE, checkpoints / "last.ckpt")
     with open(trial_dir / SCHEDULE_FILE, "a") as schedule:
         schedule.write(json.dumps({"step": meta["step"], "donor": meta["trial_id"], "donor_checkpoint": checkpoint.path, "overrides": overrides}) + "\n")
+
+
+def _copy_without_donor_paths(donor_file: Path, target: Path) -> None:
+    """Lightning's ModelCheckpoint restores `best_model_path` even from another directory, so
+    the trial would test on the donor's best file (which the donor may since have replaced):
+    forget the donor's paths; the trial's next validation saves a best of its own."""
+    import torch
+
+    checkpoint = torch.load(donor_file, map_location="cpu", weights_only=False)
+    for state in checkpoint.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_model_path" in state:
+            state.update(best_model_path="", best_model_score=None, best_k_models={}, kth_best_model_path="", last_model_path="")
+    tmp = target.with_suffix(".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(target)
 
 
 def run_trial(config: dict, plan: Plan) -> None:
