@@ -211,7 +211,7 @@ def test_pbt_exploit_takes_weights_but_trains_with_its_own_values(cluster, tmp_p
     exploits = [(trial, line) for trial in (sweep / "trials").iterdir() for line in jsonl(trial / "pbt_schedule.jsonl")]
     assert exploits, "no exploit happened"
     trial, exploit = exploits[0]
-    donor = torch.load(Path(exploit["donor_checkpoint"]) / "model.ckpt", map_location="cpu", weights_only=False)
+    donor = torch.load(exploit["donor_checkpoint"], map_location="cpu", weights_only=False)
     donor_lr = donor["optimizer_states"][0]["param_groups"][0]["lr"]
     own_lr = float(next(o for o in exploit["overrides"] if o.startswith("model.optimizer.lr=")).partition("=")[2])
     attempt = next(a for a in jsonl(trial / "attempts.jsonl") if a["step"] == donor["global_step"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -10,6 +11,7 @@ from dtrain.tune.plan import Plan
 from dtrain.tune.report import CHECKPOINT_FILE, META_FILE
 
 SCHEDULE_FILE = "pbt_schedule.jsonl"  # one line per exploit: whose weights, which values from then on
+EXPLOITS_DIR = "pbt"  # the donor checkpoint each exploit took
 
 
 def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:
@@ -54,13 +56,19 @@ def take_over_donor(trial_dir: Path, trial_id: str, checkpoint, overrides: list[
         meta = json.loads((Path(folder) / META_FILE).read_text())
         if meta["trial_id"] == trial_id:
             return  # our own checkpoint: a retry resumes from the trial directory
-        checkpoints = trial_dir / "checkpoints"
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        for old in checkpoints.glob("*.ckpt"):
-            old.unlink()
-        _copy_without_donor_paths(Path(folder) / CHECKPOINT_FILE, checkpoints / "last.ckpt")
+        # The donor keeps training and Ray prunes its checkpoints: keep what this trial took,
+        # so the schedule names a file that still exists.
+        taken = trial_dir / EXPLOITS_DIR / f"step{meta['step']:08d}-from-{meta['trial_id']}.ckpt"
+        taken.parent.mkdir(parents=True, exist_ok=True)
+        _copy_without_donor_paths(Path(folder) / CHECKPOINT_FILE, taken)
+    checkpoints = trial_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for old in checkpoints.glob("*.ckpt"):
+        old.unlink()
+    shutil.copyfile(taken, checkpoints / "last.ckpt")
     with open(trial_dir / SCHEDULE_FILE, "a") as schedule:
-        schedule.write(json.dumps({"step": meta["step"], "donor": meta["trial_id"], "donor_checkpoint": checkpoint.path, "overrides": overrides}) + "\n")
+        line = {"step": meta["step"], "donor": meta["trial_id"], "donor_checkpoint": str(taken), "overrides": overrides}
+        schedule.write(json.dumps(line) + "\n")
 
 
 def _copy_without_donor_paths(donor_file: Path, target: Path) -> None:
