@@ -60,25 +60,24 @@ def read_history(path: Path) -> list[dict]:
     return [_items(history.item) for history in records(path, "history")]
 
 
-def read_summary(path: Path) -> dict:
-    """The run summary as the file leaves it: every `summary` update applied in order."""
-    summary = {}
-    for record in records(path, "summary"):
-        summary.update(_items(record.update))
+def _applied(path: Path, kind: str) -> dict:
+    """A `summary` or `config` record stream with every update and removal applied in order."""
+    values = {}
+    for record in records(path, kind):
+        values.update(_items(record.update))
         for item in record.remove:
-            summary.pop(item.key or "/".join(item.nested_key), None)
-    return summary
+            values.pop(item.key or "/".join(item.nested_key), None)
+    return values
+
+
+def read_summary(path: Path) -> dict:
+    """The run summary as the file leaves it."""
+    return _applied(path, "summary")
 
 
 def read_config(path: Path) -> dict:
-    """The run config (dtrain's whole config, its `env` record, W&B's own `_wandb` key), every
-    update applied."""
-    config = {}
-    for record in records(path, "config"):
-        config.update(_items(record.update))
-        for item in record.remove:
-            config.pop(item.key or "/".join(item.nested_key), None)
-    return config
+    """The run config (dtrain's whole config, its `env` record, W&B's own `_wandb` key)."""
+    return _applied(path, "config")
 
 
 def read_run(path: Path) -> dict:
