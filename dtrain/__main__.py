@@ -16,7 +16,7 @@ RESUMABLE_KEYS = (
 )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     from dtrain.launch.slurm import in_job_step, is_slurm
 

@@ -19,7 +19,7 @@ from dtrain.config.errors import ConfigError
 MODES = ("families", "seq_len")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+@hydra.main(version_base="1.3", config_path="conf", config_name="compare")
 def hydra_main(cfg: DictConfig) -> None:
     from dtrain.cli_errors import exit_on_config_error
 

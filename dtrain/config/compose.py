@@ -7,13 +7,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dtrain.config.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # inside the package: a wheel ships it
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), run_dir: str | Path | None = None, hydra: bool = False) -> DictConfig:
+def compose(
+    overrides: list[str] | tuple[str, ...] = (), run_dir: str | Path | None = None, hydra: bool = False, config_name: str = "train"
+) -> DictConfig:
     """The config `python -m dtrain <overrides>` would run, with Hydra's errors made one-line.
 
-    `run_dir` pins `paths.run_dir` (otherwise Hydra's output dir, known only inside Hydra).
+    `run_dir` pins `paths.run_dir` (otherwise Hydra's output dir, known only inside Hydra);
+    `config_name` picks another primary config of conf/ (dtrain.tune composes conf/tune.yaml).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -21,7 +24,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), run_dir: str | Path | N
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=hydra)
+            cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=hydra)
     except MissingConfigException as error:
         raise _unknown_option(error) from None
     except OverrideParseException as error:

@@ -64,20 +64,9 @@ def split_args(args: list[str]) -> tuple[dict, list[str], list[str]]:
 
 def compose_sweep(sweep_args: list[str]) -> DictConfig:
     """conf/tune.yaml with the chosen conf/sweep/<name>.yaml and `sweep.*` overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from dtrain.config.compose import compose
 
-    from dtrain.config.compose import CONF_DIR, _bad_key, _unknown_option
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(TUNE_CONFIG, overrides=sweep_args)
-    except MissingConfigException as error:
-        raise _unknown_option(error) from None
-    except OverrideParseException as error:
-        raise ConfigError("command line", str(error).splitlines()[0]) from None
-    except ConfigCompositionException as error:
-        raise _bad_key(error) from None
+    return compose(sweep_args, config_name=TUNE_CONFIG)
 
 
 def new_sweep_dir(storage_path: str) -> Path:
