@@ -36,7 +36,7 @@ class Classification(Task):
     def _evaluate(self, batch, metrics, loss_metric, stage: str) -> None:
         x, y = batch
         logits = self.net(x)
-        loss_metric.update(F.cross_entropy(logits, y))
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
         self.log(f"{stage}/loss", loss_metric, prog_bar=True)
         self.log_dict(metrics, prog_bar=stage == "val")
