@@ -9,12 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 if [ $# -gt 0 ]; then
-  tests=".venv/bin/python -m pytest $*"
+  tests='.venv/bin/python -m pytest "$@"'  # sh -c gets the arguments as its own, each one whole
 else
   tests='.venv/bin/python -m pytest -q -m "not slow and not bars" && .venv/bin/python -m pytest -q -m "slow and not bars" && .venv/bin/python -m pytest -q -m bars'
 fi
 if unshare -n true 2>/dev/null; then
-  exec unshare -n sh -c "ip link set lo up && $tests"
+  exec unshare -n sh -c "ip link set lo up && $tests" sh "$@"
 else
-  exec sh -c "$tests"
+  exec sh -c "$tests" sh "$@"
 fi

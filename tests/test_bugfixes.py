@@ -28,3 +28,26 @@ def test_classification_loss_weighs_each_example_once():
     with torch.no_grad():
         expected = float(F.cross_entropy(task.net(x), y))
     assert measured == pytest.approx(expected, rel=1e-6)
+
+
+def test_test_script_passes_each_argument_whole(tmp_path):
+    """scripts/test.sh, with setup stubbed and pytest replaced by a probe that prints its
+    arguments: a quoted marker expression reaches pytest as one argument."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(repo / "scripts" / "test.sh", tmp_path / "scripts" / "test.sh")
+    (tmp_path / "scripts" / "setup.sh").write_text("exit 0\n")
+    probe = tmp_path / ".venv" / "bin" / "python"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    probe.chmod(0o755)
+    args = ["-m", "not slow and not bars", "-k", "it's", "tests/a b.py", "$HOME"]
+    done = subprocess.run(["bash", str(tmp_path / "scripts" / "test.sh"), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["-m", "pytest", *args]
