@@ -1,6 +1,5 @@
 """One run, top to bottom: validate, seed, data, model, callbacks, loggers, trainer, fit, test."""
 
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.checkpoints import newest_valid_checkpoint
+    from dtrain.callbacks.sanity_check import SanityCheckFailure
     from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
 
     ckpt_path = requeued_checkpoint(run_dir)  # a requeued Slurm job continues where it stopped
@@ -49,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
         callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
+        callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_plugins(cfg.trainer))
         check_batch_split(cfg, trainer)
@@ -91,8 +92,9 @@ def net_must_fit_data(cfg: DictConfig, trainer=None) -> Iterator[None]:
             f"{', '.join(cfg.shapes)}; pick a net that fits this data"
         ) from None
     except Exception as error:
-        frames = traceback.extract_tb(error.__traceback__)
-        if trainer is None or not any(frame.name == "_run_sanity_check" for frame in frames):
+        from dtrain.callbacks.sanity_check import failed_in_sanity_check
+
+        if trainer is None or not failed_in_sanity_check(trainer):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(

@@ -51,3 +51,26 @@ def test_test_script_passes_each_argument_whole(tmp_path):
     done = subprocess.run(["bash", str(tmp_path / "scripts" / "test.sh"), *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["-m", "pytest", *args]
+
+
+def _renamed(function, name: str):
+    """`function` with another code name, as a Lightning upgrade renaming a private method would leave it."""
+    import types
+
+    code = function.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
+
+
+def test_first_batch_failure_is_recognised_without_lightning_private_names(train, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    from dtrain.config.errors import ConfigError
+
+    monkeypatch.setattr(Trainer, "_run_sanity_check", _renamed(Trainer._run_sanity_check, "sanity_check_renamed"))
+    wrong_net = ("model=cnn", "model.net.in_channels=3", "trainer.max_epochs=1")
+    with pytest.raises(ConfigError, match="fails on the first batch"):
+        train(*wrong_net)
+    # without a sanity check the failure comes in a training step: not a data/net mismatch message
+    with pytest.raises(RuntimeError) as raised:
+        train(*wrong_net, "trainer.num_sanity_val_steps=0")
+    assert not isinstance(raised.value, ConfigError)
