@@ -74,3 +74,42 @@ def test_first_batch_failure_is_recognised_without_lightning_private_names(train
     with pytest.raises(RuntimeError) as raised:
         train(*wrong_net, "trainer.num_sanity_val_steps=0")
     assert not isinstance(raised.value, ConfigError)
+
+
+def test_dataloaders_pin_memory_for_cuda_only():
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from dtrain.data.digits import DigitsDataModule
+
+    data = DigitsDataModule(batch_size=32)
+    data.setup()
+    data.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    assert not data.val_dataloader().pin_memory
+    data.trainer.strategy.accelerator = CUDAAccelerator()  # what a GPU run's trainer holds (constructing it needs no GPU)
+    assert data.train_dataloader().pin_memory and data.val_dataloader().pin_memory
+
+
+def test_diffusion_draws_its_noise_on_the_device(monkeypatch):
+    """Every random tensor of a step and of sampling is drawn on the images' device (no
+    host-to-device copy per step), and the fixed validation noise still repeats exactly."""
+    from dtrain.nets.unet import UNet
+    from dtrain.tasks.diffusion import Diffusion
+
+    task = Diffusion(UNet(1, 8, channels=[8, 16], time_dim=16), functools.partial(torch.optim.AdamW), image_shape=[1, 8, 8], timesteps=50, sample_steps=3)
+    draws = []
+    for name in ("randn", "randint"):
+        original = getattr(torch, name)
+
+        def recording(*args, _original=original, **kwargs):
+            draws.append((kwargs.get("device"), kwargs.get("generator")))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, recording)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    task.noise_loss(x)
+    fixed = [task.noise_loss(x, torch.Generator().manual_seed(3)).item() for _ in range(2)]
+    task.sample(2, seed=1)
+    assert draws and all(device is not None and torch.device(device) == x.device for device, _ in draws), draws
+    assert all(generator is None or generator.device == x.device for _, generator in draws)
+    assert fixed[0] == fixed[1]

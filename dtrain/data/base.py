@@ -22,6 +22,13 @@ def per_device_batch(global_batch: int, data_parallel_size: int, accumulation: i
     return per_device
 
 
+def pins_memory(trainer) -> bool:
+    """Page-locked batches for a CUDA device: the copy to the GPU is faster and can overlap."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+
+
 class DataModule(L.LightningDataModule):
     """Subclasses set `train_set`, `val_set`, `test_set` in `setup` and describe `shapes`.
 
@@ -81,6 +88,7 @@ class DataModule(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=pins_memory(self.trainer),
             collate_fn=getattr(self, "collate_fn", None),
         )
 

@@ -58,8 +58,10 @@ class Diffusion(Task):
         self._scores = {}
 
     def noise_loss(self, x: torch.Tensor, generator: torch.Generator | None = None, net=None) -> torch.Tensor:
-        t = torch.randint(0, self.timesteps, (len(x),), generator=generator).to(self.device)
-        noise = torch.randn(x.shape, generator=generator).to(self.device)
+        # Drawn where it is used (no copy each step); in training from the device's default
+        # generator, which StepSeed seeds before every batch.
+        t = torch.randint(0, self.timesteps, (len(x),), generator=generator, device=x.device)
+        noise = torch.randn(x.shape, generator=generator, device=x.device)
         a = self.alpha_bars[t].view(-1, 1, 1, 1)
         noised = a.sqrt() * x + (1 - a).sqrt() * noise
         return F.mse_loss((net or self.net)(noised, t), noise)
@@ -78,7 +80,8 @@ class Diffusion(Task):
 
     def _evaluate(self, batch, batch_idx, metric, stage):
         x = batch[0]
-        metric.update(self.noise_loss(x, torch.Generator().manual_seed(batch_idx), net=self._denoiser()), weight=len(x))
+        fixed = torch.Generator(device=x.device).manual_seed(batch_idx)
+        metric.update(self.noise_loss(x, fixed, net=self._denoiser()), weight=len(x))
         self.log(f"{stage}/loss", metric, prog_bar=True)
         if self.cache_dir is not None:
             self._score(stage).update_real(x)
@@ -93,9 +96,9 @@ class Diffusion(Task):
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """Ancestral DDPM sampling on `sample_steps` evenly spaced steps of the training chain."""
         net = self._denoiser()
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         steps = torch.linspace(self.timesteps - 1, 0, self.sample_steps).round().long().unique_consecutive()
-        x = torch.randn((n, *self.image_shape), generator=generator).to(self.device)
+        x = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
         for i, t in enumerate(steps.tolist()):
             a_t = self.alpha_bars[t]
             a_prev = self.alpha_bars[steps[i + 1]] if i + 1 < len(steps) else torch.ones_like(a_t)
@@ -106,7 +109,7 @@ class Diffusion(Task):
             mean = (a_prev.sqrt() * beta / (1 - a_t)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a_t)) * x
             if i + 1 < len(steps):
                 var = beta * (1 - a_prev) / (1 - a_t)
-                x = mean + var.sqrt() * torch.randn(x.shape, generator=generator).to(self.device)
+                x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device=self.device)
             else:
                 x = mean
         return x.clamp(-1, 1)
