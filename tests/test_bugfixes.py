@@ -113,3 +113,27 @@ def test_diffusion_draws_its_noise_on_the_device(monkeypatch):
     assert draws and all(device is not None and torch.device(device) == x.device for device, _ in draws), draws
     assert all(generator is None or generator.device == x.device for _, generator in draws)
     assert fixed[0] == fixed[1]
+
+
+def _decay_by_name(task) -> dict[str, float]:
+    optimizer = task.configure_optimizers()
+    by_id = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    return {name: by_id[id(p)] for name, p in task.named_parameters()}
+
+
+def test_weight_decay_spares_biases_and_norm_weights_unless_asked():
+    from types import SimpleNamespace
+
+    from dtrain.tasks.classification import Classification
+    from dtrain.tune.hyperparams import ApplyOptimizerConfig
+
+    net = nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    adamw = functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1)
+    decay = _decay_by_name(Classification(net, adamw, num_classes=2))
+    assert decay == {"net.0.weight": 0.1, "net.1.weight": 0.0, "net.1.bias": 0.0, "net.2.weight": 0.1, "net.2.bias": 0.0}
+    everything = _decay_by_name(Classification(net, adamw, num_classes=2, decay_norms_and_biases=True))
+    assert set(everything.values()) == {0.1}
+    # a PBT trial putting back its own weight decay leaves the biases and norms without
+    optimizer = Classification(net, adamw, num_classes=2).configure_optimizers()
+    ApplyOptimizerConfig(weight_decay=0.3).on_train_start(SimpleNamespace(lr_scheduler_configs=[], optimizers=[optimizer]), None)
+    assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.3]

@@ -45,8 +45,8 @@ class Adversarial(Task):
         self._scores = {}  # a plain dict: the frozen classifier stays out of training and checkpoints
 
     def configure_optimizers(self):
-        critic = self.optimizer_factory(params=self.net.discriminator.parameters())
-        generator = self.generator_optimizer_factory(params=self.net.generator.parameters())
+        critic = self.optimizer_factory(params=self.parameter_groups(self.net.discriminator))
+        generator = self.generator_optimizer_factory(params=self.parameter_groups(self.net.generator))
         return [critic, generator]
 
     def _noise(self, n: int) -> torch.Tensor:

@@ -27,6 +27,11 @@ class Task(L.LightningModule):
     whose `self.log` dynamo cannot trace) and `activation_checkpointing` (recompute each of the
     net's repeated blocks in the backward pass instead of keeping its activations). Both keep
     parameter names, so checkpoints load with or without them.
+
+    Weight decay applies to the weights of matrix multiplications and convolutions (and
+    embeddings) only: biases and normalisation weights (every parameter with fewer than 2
+    dimensions) form a group without decay, as nanoGPT's `configure_optimizers` does.
+    `decay_norms_and_biases=true` decays every parameter alike (one group).
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -34,9 +39,13 @@ class Task(L.LightningModule):
         init = cls.__init__
 
         @functools.wraps(init)
-        def __init__(self, *args, init_from: str | None = None, compile: bool = False, activation_checkpointing: bool = False, **kwargs):
+        def __init__(
+            self, *args, init_from: str | None = None, compile: bool = False, activation_checkpointing: bool = False,
+            decay_norms_and_biases: bool = False, **kwargs,
+        ):
             init(self, *args, **kwargs)
             if type(self) is cls:  # the outermost class applies them once, after the net exists
+                self.decay_norms_and_biases = decay_norms_and_biases
                 if init_from is not None:
                     load_matching_weights(self.net, init_from)
                 self.apply_net_options(compile=compile, activation_checkpointing=activation_checkpointing)
@@ -71,11 +80,15 @@ class Task(L.LightningModule):
         return self.net(*args, **kwargs)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups(self))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self, module: nn.Module) -> list:
+        """The optimizer's parameter groups for `module`'s parameters (see the class docstring)."""
+        return decay_groups(module, decay_norms_and_biases=getattr(self, "decay_norms_and_biases", False))
 
     def log_train(self, name: str, value: torch.Tensor, prog_bar: bool = True) -> None:
         """Log a training value only on the steps the loggers write, sparing every other step
@@ -100,6 +113,17 @@ class Task(L.LightningModule):
         if tokens is not None:
             counts["tokens"] = tokens
         return counts
+
+
+def decay_groups(module: nn.Module, decay_norms_and_biases: bool = False) -> list:
+    """Parameters with 2 or more dimensions decay (the optimizer's weight_decay); biases and
+    normalisation weights go in a group with weight_decay 0, marked `no_decay` (so a sweep that
+    changes weight decay leaves it at 0). Empty groups are left out."""
+    params = list(module.parameters())
+    if decay_norms_and_biases:
+        return params
+    groups = [{"params": [p for p in params if p.dim() >= 2]}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "no_decay": True}]
+    return [group for group in groups if group["params"]]
 
 
 def sequence_tokens(x, padding_id: int | None = None):

@@ -25,5 +25,7 @@ class ApplyOptimizerConfig(Callback):
                 for key, value in self.values.items():
                     if key == "lr" and id(optimizer) in scheduled:
                         continue
+                    if key == "weight_decay" and group.get("no_decay"):  # biases and norms (Task.parameter_groups)
+                        continue
                     if key in group:
                         group[key] = value
