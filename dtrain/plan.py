@@ -202,6 +202,8 @@ def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
     from dtrain.config.validate import _device_count, uses_gpu
     from dtrain.data.base import per_device_batch
 
+    with open_dict(cfg):
+        cfg.paths.run_dir = None  # a plan is no run: a datamodule saves nothing (a learned BPE)
     datamodule = instantiate(cfg.data)
     with open_dict(cfg):
         cfg.shapes = datamodule.shapes

@@ -137,3 +137,32 @@ def test_weight_decay_spares_biases_and_norm_weights_unless_asked():
     optimizer = Classification(net, adamw, num_classes=2).configure_optimizers()
     ApplyOptimizerConfig(weight_decay=0.3).on_train_start(SimpleNamespace(lr_scheduler_configs=[], optimizers=[optimizer]), None)
     assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.3]
+
+
+def test_learned_bpe_is_saved_with_the_run_and_reused(tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    from dtrain.config.compose import compose
+    from dtrain.data.tokenizer import BytePairTokenizer
+    from tests.test_text import PROSE, write_class_folders
+
+    (tmp_path / "corpus.txt").write_text((PROSE * 20 + "def f(self):\n    return self.x\n\n") * 10)
+    write_class_folders(tmp_path / "docs")
+    runs = {
+        "text": ["data=text_bpe", f"data.path={tmp_path / 'corpus.txt'}", "data.vocab_size=300"],
+        "text_classes": ["data=text_classes", f"data.path={tmp_path / 'docs'}", "data.pattern=*.txt", "data.block_size=16", "data.vocab_size=300", "data.val_fraction=0.25", "data.test_fraction=0.25"],
+    }
+    first = {}
+    for name, overrides in runs.items():
+        run_dir = tmp_path / f"run-{name}"
+        first[name] = instantiate(compose(overrides, run_dir=run_dir).data).splits
+        assert (run_dir / "tokenizer.json").is_file(), name
+
+    def learning_again(*args, **kwargs):
+        raise AssertionError("a resumed run learned a new BPE instead of reusing its own")
+
+    monkeypatch.setattr(BytePairTokenizer, "__init__", learning_again)
+    for name, overrides in runs.items():
+        again = instantiate(compose(overrides, run_dir=tmp_path / f"run-{name}").data).splits
+        flat = lambda splits: [t for split in splits for t in (split if isinstance(split, tuple) else (split,))]  # noqa: E731
+        assert all(torch.equal(a, b) for a, b in zip(flat(again), flat(first[name]), strict=True)), name

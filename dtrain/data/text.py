@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens
+from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens, run_bpe
 
 BYTES = 256
 TOKENIZERS = ("bytes", "bpe")
@@ -54,7 +54,8 @@ class TextDataModule(DataModule):
     """A corpus cut into train/val/test text in order (the last `val_fraction` and
     `test_fraction` held out), tokenized as raw bytes (`tokenizer=bytes`: 256 ids, bits per token
     are bits per character) or by a byte-level BPE of `vocab_size` ids trained on the training
-    text (`tokenizer=bpe`)."""
+    text (`tokenizer=bpe`), saved as `run_dir`/tokenizer.json and reused from there when the run
+    is resumed or evaluated (the config gives `run_dir: ${paths.run_dir}`)."""
 
     def __init__(
         self,
@@ -69,11 +70,13 @@ class TextDataModule(DataModule):
         vocab_size: int = 4096,
         num_workers: int = 0,
         seed: int = 0,
+        run_dir: str | None = None,
     ):
         super().__init__(batch_size, num_workers, seed)
         if tokenizer not in TOKENIZERS:
             raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         self.path = Path(path) if path is not None else stdlib_dir()
+        self.run_dir = run_dir
         self.pattern, self.max_bytes, self.block_size = pattern, max_bytes, block_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.tokenizer_name, self.bpe_vocab_size = tokenizer, vocab_size
@@ -101,7 +104,7 @@ class TextDataModule(DataModule):
                 self._splits = tuple(byte_tokens(piece) for piece in pieces)
             else:
                 texts = [piece.decode("utf-8", errors="replace") for piece in pieces]
-                self.tokenizer = BytePairTokenizer(texts[0], self.bpe_vocab_size)
+                self.tokenizer = run_bpe(lambda: texts[0], self.bpe_vocab_size, self.run_dir)
                 self._splits = tuple(self.tokenizer.encode(text) for text in texts)
         return self._splits
 

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.text import BYTES, TOKENIZERS, stdlib_dir
-from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens
+from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens, run_bpe
 
 # Packages every Python >= 3.11 ships with at least five source files outside its tests.
 STDLIB_PACKAGES = ["asyncio", "email", "importlib", "multiprocessing", "xml", "unittest", "ctypes", "urllib", "http", "json"]
@@ -21,7 +21,7 @@ class TextClassesDataModule(DataModule):
 
     Files, not snippets, are split (per class, so every class has validation and test files):
     a test snippet never comes from a file seen in training. The tokenizer (`bytes`, or `bpe`
-    learned from the training files) is the one `data=text` uses.
+    learned from the training files, saved in and reused from `run_dir`) is the one `data=text` uses.
     """
 
     def __init__(
@@ -38,11 +38,13 @@ class TextClassesDataModule(DataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         seed: int = 0,
+        run_dir: str | None = None,
     ):
         super().__init__(batch_size, num_workers, seed)
         if tokenizer not in TOKENIZERS:
             raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         self.path = Path(path) if path is not None else stdlib_dir()
+        self.run_dir = run_dir
         if not self.path.is_dir():
             raise ConfigError("data.path", f"{self.path} is not a folder; give a folder of class folders of text files")
         self.classes = list(classes) if classes else (STDLIB_PACKAGES if path is None else self._class_folders())
@@ -100,8 +102,8 @@ class TextClassesDataModule(DataModule):
             if self.tokenizer_name == "bytes":
                 encode = byte_tokens
             else:
-                training_text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f, _ in files[0])
-                self.tokenizer = BytePairTokenizer(training_text, self.bpe_vocab_size)
+                training_text = lambda: "\n".join(f.read_text(encoding="utf-8", errors="replace") for f, _ in files[0])  # noqa: E731
+                self.tokenizer = run_bpe(training_text, self.bpe_vocab_size, self.run_dir)
                 encode = lambda data: self.tokenizer.encode(data.decode("utf-8", errors="replace"))  # noqa: E731
             self._splits = [self._snippets(split, encode) for split in files]
             for name, (_, labels) in zip(("train", "val", "test"), self._splits):

@@ -1,10 +1,14 @@
 """Text to token ids: raw bytes, or a byte-level BPE trained on the run's own training text."""
 
+import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 MASK = "[MASK]"
+TOKENIZER_FILE = "tokenizer.json"  # a run's learned BPE, in its run directory
 
 
 def byte_tokens(text: bytes) -> torch.Tensor:
@@ -54,4 +58,30 @@ class BytePairTokenizer:
         return self.tokenizer.decode(ids.tolist())
 
     def save(self, path) -> None:
-        self.tokenizer.save(str(path))
+        """Written whole or not at all (ranks that learned the same BPE may write at once)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.tokenizer.save(str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "BytePairTokenizer":
+        from tokenizers import Tokenizer
+
+        loaded = cls.__new__(cls)
+        loaded.tokenizer = Tokenizer.from_file(str(path))
+        return loaded
+
+
+def run_bpe(training_text: Callable[[], str], vocab_size: int, run_dir: str | Path | None) -> BytePairTokenizer:
+    """The run's BPE: `run_dir`/tokenizer.json when the run has one (a resumed run, or an
+    evaluation of its checkpoints, encodes exactly as the run trained), otherwise learned from
+    `training_text()` and saved there. Without a run directory it is learned and not saved."""
+    path = Path(run_dir) / TOKENIZER_FILE if run_dir is not None else None
+    if path is not None and path.is_file():
+        return BytePairTokenizer.load(path)
+    tokenizer = BytePairTokenizer(training_text(), vocab_size)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(path)
+    return tokenizer
