@@ -1,5 +1,6 @@
 """One run, top to bottom: validate, seed, data, model, callbacks, loggers, trainer, fit, test."""
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,9 +9,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dtrain.config.errors import ConfigError
+from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
 from dtrain.launch.local import local_ranks
 from dtrain.run_dir import fix_run_dir, save_config, write_env_record
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -20,6 +24,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     and tests. `cfg.paths.run_dir` must be a concrete path when called outside Hydra.
     """
     validate(cfg)  # user mistakes, reported before torch is even imported
+    left_out = leave_out_foreign_keys(cfg)  # dtrain's default keys beside a user's own _target_
     processes = check_devices(cfg.trainer)
     run_dir = fix_run_dir(cfg)
 
@@ -27,6 +32,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.checkpoints import newest_valid_checkpoint
+    from dtrain.data.foreign import data_baselines, data_shapes, foreign_data_warning, is_dtrain_datamodule, use_distributed_sampler
     from dtrain.callbacks.sanity_check import SanityCheckFailure
     from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
 
@@ -43,7 +49,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         datamodule = instantiate(cfg.data)
         with open_dict(cfg):
-            cfg.shapes = datamodule.shapes  # lets the net config say ${shapes.num_classes}
+            cfg.shapes = data_shapes(datamodule)  # lets the net config say ${shapes.num_classes}
+        left_out += leave_out_foreign_keys(cfg, cfg.shapes)
+        warning = foreign_data_warning(cfg, datamodule, left_out)  # a plain-Lightning datamodule
+        if warning and rank_zero_only.rank == 0:
+            log.warning(warning)
         with net_must_fit_data(cfg):
             model = instantiate(cfg.model)
 
@@ -51,8 +61,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **trainer_plugins(cfg.trainer))
-        check_batch_split(cfg, trainer)
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers, use_distributed_sampler=use_distributed_sampler(cfg.trainer, datamodule),
+            **trainer_plugins(cfg.trainer),
+        )
+        if is_dtrain_datamodule(datamodule):  # another datamodule's batch size is per device
+            check_batch_split(cfg, trainer)
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if trainer.is_global_zero:
@@ -68,7 +82,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
                 (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             metrics = {key: float(value) for key, value in metrics.items()}
-            metrics.update({f"baseline/{key}": value for key, value in datamodule.baselines.items()})
+            metrics.update({f"baseline/{key}": value for key, value in data_baselines(datamodule).items()})
             status = "success"
         finally:  # a failed run must not leave its W&B run open for the next run in this process
             finish_loggers(trainer.loggers, status)
@@ -87,14 +101,17 @@ def net_must_fit_data(cfg: DictConfig, trainer=None) -> Iterator[None]:
     try:
         yield
     except InterpolationKeyError as error:
+        has = f"has only {', '.join(cfg.shapes)}" if cfg.shapes else "gives no shapes (no `shapes` property)"
         raise ConfigError(
-            "model.net", f"{str(error).splitlines()[0]}: data={cfg.data._target_} has only "
-            f"{', '.join(cfg.shapes)}; pick a net that fits this data"
+            "model.net", f"{str(error).splitlines()[0]}: data={cfg.data._target_} {has}; "
+            "pick a net that fits this data, or give the size yourself"
         ) from None
     except Exception as error:
         from dtrain.callbacks.sanity_check import failed_in_sanity_check
 
         if trainer is None or not failed_in_sanity_check(trainer):
+            raise
+        if OmegaConf.select(cfg, "model.net._target_") is None:  # a user's module without a net: their traceback
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
