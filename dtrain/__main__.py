@@ -81,6 +81,9 @@ def resume(run_dir: str, overrides: list[str]) -> None:
 
 
 def main() -> None:
+    from dtrain.help import register
+
+    register()  # --help's config groups (conf/hydra/help/dtrain.yaml)
     args = sys.argv[1:]
     resumes = [a for a in args if a.startswith("resume=")]
     if resumes:
