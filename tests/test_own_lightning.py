@@ -213,3 +213,16 @@ def test_only_keys_the_users_class_cannot_take_are_left_out(tmp_path, monkeypatc
     assert "image_size" in cfg.data  # **options takes anything
     # no shapes and no default for num_classes: kept, so the run stops on it in one line
     assert leave_out_foreign_keys(cfg, shapes={}) == [] and "num_classes" in cfg.model
+
+
+def test_lightning_sampler_gives_the_stages_of_one_pipeline_replica_the_same_share():
+    import torch
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    from dtrain.parallel.pipeline import Pipeline
+
+    environment = LightningEnvironment()
+    environment.set_world_size(4)
+    environment.set_global_rank(3)  # the second stage of the second replica
+    strategy = Pipeline(stages=2, parallel_devices=[torch.device("cpu")] * 4, cluster_environment=environment)
+    assert strategy.distributed_sampler_kwargs == {"num_replicas": 2, "rank": 1}

@@ -108,6 +108,12 @@ class Pipeline(DDPStrategy):
     def stage_index(self) -> int:
         return self.global_rank % self.stages
 
+    @property
+    def distributed_sampler_kwargs(self) -> dict:
+        """Lightning's sampler (for a datamodule that does not shard itself) must give every
+        stage of one replica the same share: the data-parallel size and rank, not the world's."""
+        return {"num_replicas": self.world_size // self.stages, "rank": self.global_rank // self.stages}
+
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         if self.world_size % self.stages:
