@@ -3,7 +3,6 @@
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -11,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dtrain.config.errors import ConfigError
 from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
+from dtrain.console.logs import start_logging
 from dtrain.launch.local import local_ranks
 from dtrain.run_dir import fix_run_dir, save_config, write_env_record
 
@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     left_out = leave_out_foreign_keys(cfg)  # dtrain's default keys beside a user's own _target_
     processes = check_devices(cfg.trainer)
     run_dir = fix_run_dir(cfg)
+    start_logging(run_dir)  # each message once, rank 0 only; <run>/run.log keeps all
 
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -88,7 +89,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             finish_loggers(trainer.loggers, status)
 
     if rank_zero_only.rank == 0:
-        report(metrics, run_dir)
+        from dtrain.console.end import say_end
+
+        say_end(metrics, run_dir, trainer.loggers)  # the test metrics table and the run directory
     return metrics
 
 
@@ -140,10 +143,3 @@ def finish_loggers(loggers, status: str) -> None:
 
         if wandb.run is not None:
             wandb.finish(exit_code=0 if status == "success" else 1)
-
-
-def report(metrics: dict[str, float], run_dir: Path) -> None:
-    width = max((len(key) for key in metrics), default=0)
-    for key, value in sorted(metrics.items()):
-        print(f"{key:<{width}}  {value:.4f}")
-    print(f"run directory: {run_dir}")

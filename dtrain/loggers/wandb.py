@@ -1,0 +1,34 @@
+"""Lightning's WandbLogger, minus its console noise: dtrain's start block and end say where the
+W&B run is and how to sync it, so W&B's own notes go to the log instead."""
+
+import logging
+
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+
+class WandbLogger(LightningWandbLogger):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Lightning 2.6 always passes `anonymous=None`, which wandb 0.31 answers with "The
+        # anonymous setting has no effect" on every run; leaving the key out means the same.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    @property
+    def experiment(self):
+        if self._experiment is None and rank_zero_only.rank == 0:
+            notes_to_log()
+        return super().experiment
+
+
+def notes_to_log() -> None:
+    """W&B's informational lines (not its warnings or errors) become records of the
+    `dtrain.wandb` logger: the run's log file keeps them, the console leaves them out."""
+    import wandb
+
+    settings = wandb.setup().settings  # W&B reads its global settings (WANDB_SILENT, ...) here
+    wandb.termsetup(
+        wandb.Settings(silent=settings.silent, show_info=False, show_warnings=settings.show_warnings, show_errors=settings.show_errors),
+        logging.getLogger("dtrain.wandb"),
+    )
