@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dtrain.cli_errors import exit_on_config_error
+from dtrain.config.compose import CONF_DIR
 from dtrain.config.errors import ConfigError
 
 # Keys a continued run may change; anything else would make it a different run.
@@ -16,7 +17,9 @@ RESUMABLE_KEYS = (
 )
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+# An absolute path: Hydra takes a relative one from the calling module when dtrain starts as the
+# `dtrain` console script, and looks for an importable `dtrain.conf` package, which there is not.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     from dtrain.launch.slurm import in_job_step, is_slurm
 

@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.splits import split_indices
+from dtrain.extras import require
 
 DATASETS = ("karate", "sbm", "sbm_graphs")
 
@@ -71,6 +72,7 @@ class GraphDataModule(DataModule):
         seed: int = 0,
     ):
         super().__init__(batch_size, num_workers, seed)
+        require("graph", "torch_geometric", "data=graph")
         if dataset not in DATASETS:
             raise ConfigError("data.dataset", f"unknown graph dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
         if dataset != "sbm_graphs" and batch_size != 1:

@@ -7,6 +7,7 @@ from torch.utils.data import Dataset, TensorDataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.splits import split_indices
+from dtrain.extras import require
 
 
 def load_series(dataset: str, path: str | None, column: str | None) -> np.ndarray:
@@ -21,6 +22,7 @@ def load_series(dataset: str, path: str | None, column: str | None) -> np.ndarra
     bundled = {"sunspots": ("sunspots", "SUNACTIVITY"), "nile": ("nile", "volume"), "co2": ("co2", "co2")}
     if dataset not in bundled:
         raise ConfigError("data.dataset", f"unknown series {dataset!r}; choose one of {', '.join(bundled)} or set data.path")
+    require("timeseries", "statsmodels", f"data.dataset={dataset}")
     import statsmodels.datasets
 
     module, default_column = bundled[dataset]

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from dtrain.extras import require
+
 
 class GNN(nn.Module):
     """`forward(x, edge_index, batch=None)`: node features (nodes, in_features) -> logits per
@@ -20,6 +22,7 @@ class GNN(nn.Module):
         pool: str | None = None,
     ):
         super().__init__()
+        require("graph", "torch_geometric", f"model/net={conv}")
         from torch_geometric import nn as gnn
 
         if conv not in ("gcn", "gat"):

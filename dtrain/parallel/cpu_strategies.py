@@ -8,6 +8,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.strategies.ddp import DDPStrategy
 from lightning.fabric.utilities.seed import reset_seed
 
+from dtrain.extras import require
 from dtrain.parallel.deepspeed_config import offloads_optimizer, persistent_extensions_dir, to_cpu_adam
 
 
@@ -85,6 +86,7 @@ class CPUFSDP(FSDPStrategy):
 
 def deepspeed(accelerator: str = "auto", stage: int = 2, **kwargs) -> DeepSpeedStrategy:
     """`trainer.strategy` for the deepspeed_* trainers; `kwargs` are DeepSpeedStrategy's."""
+    require("deepspeed", "deepspeed", f"trainer=deepspeed_zero{stage}" + ("_offload" if kwargs.get("offload_optimizer") else ""))
     persistent_extensions_dir()
     if not _on_gpu(accelerator):
         return CPUDeepSpeed(stage=stage, **kwargs)
