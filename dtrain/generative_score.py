@@ -1,6 +1,7 @@
 """How good generated digits are, judged by a digits classifier dtrain trains once and caches:
 how many classes the samples cover, and the Fréchet distance between real and generated images
-in that classifier's feature space (the idea of FID, with a digits classifier, not Inception)."""
+in that classifier's feature space (the idea of FID, with a digits classifier, not Inception).
+Meaningful for scikit-learn's 8x8 digits only: dtrain.tasks.sample_scores uses it for them alone."""
 
 import os
 from pathlib import Path
@@ -81,11 +82,10 @@ def digits_classifier(cache_dir: str | Path) -> nn.Module:
 
 
 def as_digits(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] of any size and channel count, as the classifier's 1x8x8 inputs."""
-    if images.shape[1] != 1:
-        images = images.mean(dim=1, keepdim=True)
-    if images.shape[-2:] != (8, 8):
-        images = F.interpolate(images, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    """Digits in [-1, 1] (batch, 1, 8, 8), clamped; anything else is refused: the classifier
+    says nothing about other images."""
+    if tuple(images.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"the digits score takes 1x8x8 digits, not images of shape {tuple(images.shape[1:])}")
     return images.clamp(-1, 1)
 
 

@@ -166,3 +166,62 @@ def test_learned_bpe_is_saved_with_the_run_and_reused(tmp_path, monkeypatch):
         again = instantiate(compose(overrides, run_dir=tmp_path / f"run-{name}").data).splits
         flat = lambda splits: [t for split in splits for t in (split if isinstance(split, tuple) else (split,))]  # noqa: E731
         assert all(torch.equal(a, b) for a, b in zip(flat(again), flat(first[name]), strict=True)), name
+
+
+@pytest.mark.parametrize("model", ["dcgan", "wgan"])
+def test_gan_on_other_images_monitors_the_critic_not_a_digits_score(train, tmp_path, model):
+    """A user's RGB folder is no digits: no digits score, and the best checkpoint is chosen by
+    the critic's divergence estimate, which is defined for any images."""
+    from dtrain.generative_score import CLASSIFIER_FILE
+    from tests.test_data_images import write_images
+
+    folder = write_images(tmp_path / "imgs", per_class=16)
+    metrics, run_dir = train(
+        f"model={model}", "data=images", f"data.path={folder}", "data.image_size=8", "data.batch_size=8",
+        "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1", f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    assert not any("digits" in key or "coverage" in key for key in metrics), metrics
+    assert metrics["test/loss"] == metrics["test/critic_divergence"]
+    assert not (tmp_path / "cache" / CLASSIFIER_FILE).exists()  # the digits classifier was never trained for these images
+    assert list((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def _random_inception_weights(path, monkeypatch):
+    """torch-fidelity's InceptionV3 with random weights, saved where real ones would be: FID and
+    KID run end to end without anything downloaded (the numbers mean nothing)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+
+    with monkeypatch.context() as patch:
+        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        net = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_other_images_get_fid_and_kid_from_inception_weights_on_disk(tmp_path, monkeypatch):
+    pytest.importorskip("torch_fidelity")
+    from dtrain.generative_score import CLASSIFIER_FILE
+    from dtrain.tasks.sample_scores import InceptionScore, SampleScores
+
+    weights = _random_inception_weights(tmp_path / "inception.pt", monkeypatch)
+    real = torch.rand(3, 3, 16, 16) * 2 - 1
+    scores = SampleScores(cache_dir=str(tmp_path / "cache"), inception_weights=str(weights), num_samples=3)
+    assert scores.scores("val", real) and scores.primary("val") == "fid"
+    assert not (tmp_path / "cache" / CLASSIFIER_FILE).exists()  # no digits classifier for these images
+    # digits without a cache dir, and other images without weights, are not scored
+    assert not SampleScores(None, str(weights), 8).scores("val", torch.zeros(2, 1, 8, 8))
+    assert not SampleScores(str(tmp_path), None, 8).scores("val", real)
+    # the metrics themselves, on Inception's cheapest features (2048 costs minutes on a CPU)
+    scores._scorers["val"] = InceptionScore(weights, kid_subset_size=3, features=64)
+    scores.update_real("val", real)
+    measured = scores.epoch_end(type("Trainer", (), {"sanity_checking": False})(), "val", lambda n, seed: torch.rand(n, 1, 16, 16) * 2 - 1)
+    assert set(measured) == {"val/fid", "val/kid"} and all(torch.isfinite(v) for v in measured.values()), measured
+
+
+def test_digits_score_refuses_other_images(tmp_path):
+    from dtrain.generative_score import as_digits
+
+    assert as_digits(torch.full((2, 1, 8, 8), 3.0)).max() == 1
+    with pytest.raises(ValueError, match="1x8x8"):
+        as_digits(torch.zeros(2, 3, 32, 32))

@@ -1,11 +1,17 @@
 """Adversarial training of generative nets: DCGAN (non-saturating loss) and WGAN-GP (Wasserstein
 critic with gradient penalty), with manual optimisation of a generator and a discriminator."""
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 
 from dtrain.callbacks.samples import save_grid
 from dtrain.tasks.base import Task
+from dtrain.tasks.sample_scores import SampleScores, seeded_normal
+
+EVAL_NOISE_SEED = 1_000_000  # seeds of the noise validation and test batches are judged on (the scores' samples use 1, 501, ...)
 
 
 class Adversarial(Task):
@@ -17,9 +23,14 @@ class Adversarial(Task):
     updated once per `critic_steps` critic updates. Both nets use `model.optimizer`
     (`model.generator_optimizer`, when given, for the generator).
 
-    Generated images are judged by the cached digits classifier (dtrain.generative_score):
-    `val/frechet_digits_distance` (also logged as `val/loss`, so the best checkpoint is the one
-    whose samples are closest to the real images) and `val/class_coverage`; likewise for test.
+    Generated images are scored (dtrain.tasks.sample_scores): 8x8 digits by the cached digits
+    classifier (`val/frechet_digits_distance`, `val/class_coverage`), other images by FID/KID
+    when `inception_weights` is given; the main score is also logged as `val/loss`, so the best
+    checkpoint is the one whose samples are closest to the real images. Where nothing scores
+    the samples, `val/loss` is `val/critic_divergence`, always logged: the critic's estimate of
+    the divergence between the split's images and samples of fixed noise (WGAN: the Wasserstein
+    estimate E D(real) - E D(fake); GAN: log 4 minus the discriminator's loss, 2 JSD for an
+    optimal discriminator); lower is better. Likewise for test.
     """
 
     def __init__(
@@ -32,6 +43,7 @@ class Adversarial(Task):
         gradient_penalty: float = 10.0,
         generator_optimizer=None,
         num_score_samples: int = 1000,
+        inception_weights: str | None = None,
         scheduler=None,
     ):
         if loss not in ("gan", "wgan_gp"):
@@ -42,7 +54,8 @@ class Adversarial(Task):
         self.batch_cycle = critic_steps  # the generator steps once per critic_steps batches
         self.generator_optimizer_factory = generator_optimizer or optimizer
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
-        self._scores = {}  # a plain dict: the frozen classifier stays out of training and checkpoints
+        self.scores = SampleScores(cache_dir, inception_weights, num_score_samples)
+        self.val_divergence, self.test_divergence = MeanMetric(), MeanMetric()
 
     def configure_optimizers(self):
         critic = self.optimizer_factory(params=self.parameter_groups(self.net.discriminator))
@@ -86,35 +99,40 @@ class Adversarial(Task):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        z = torch.randn(n, self.net.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        return self.net.generator(z)
+        return self.net.generator(seeded_normal((n, self.net.latent_dim), seed, self.device))
 
     # -- evaluation: real images of the split against generated ones -------------------------
-    def _score(self, stage: str):
-        from dtrain.generative_score import SampleScore
-
-        if stage not in self._scores:
-            self._scores[stage] = SampleScore(self.cache_dir).to(self.device)
-        return self._scores[stage]
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        real = batch[0]
+        self.scores.update_real(stage, real)
+        d_real = self.net.discriminator(real)
+        d_fake = self.net.discriminator(self.sample(len(real), seed=EVAL_NOISE_SEED + batch_idx))  # fixed noise: epochs compare
+        if self.loss == "gan":
+            critic_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            divergence = math.log(4) - critic_loss
+        else:
+            divergence = d_real.mean() - d_fake.mean()
+        metric = getattr(self, f"{stage}_divergence")
+        metric.update(divergence, weight=len(real))
+        self.log(f"{stage}/critic_divergence", metric)
+        if not self.scores.scores(stage, real):
+            self.log(f"{stage}/loss", metric, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
-        self._score("val").update_real(batch[0])
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx):
-        self._score("test").update_real(batch[0])
+        self._evaluate(batch, batch_idx, "test")
 
     def _epoch_end(self, stage: str) -> None:
         if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
-            if stage in self._scores:
-                self._scores[stage].reset()
+            self.scores.epoch_end(self.trainer, stage, self.sample)
             return
         self.net.generator.eval()
-        score = self._score(stage)
-        for chunk in range(0, self.num_score_samples, 500):
-            score.update_fake(self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1))
-        scores = {f"{stage}/{k}": v for k, v in score.compute().items()}
-        scores[f"{stage}/loss"] = scores[f"{stage}/frechet_digits_distance"]
-        self.log_dict(scores, prog_bar=True)
+        scores = self.scores.epoch_end(self.trainer, stage, self.sample)
+        if scores:
+            scores[f"{stage}/loss"] = scores[f"{stage}/{self.scores.primary(stage)}"]
+            self.log_dict(scores, prog_bar=True)
         save_grid(self.trainer, self.sample(64), f"samples-{f'epoch{self.current_epoch:03d}' if stage == 'val' else 'test'}")
 
     def on_validation_epoch_end(self) -> None:

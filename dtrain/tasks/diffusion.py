@@ -9,6 +9,7 @@ from torchmetrics import MeanMetric
 
 from dtrain.callbacks.samples import save_grid
 from dtrain.tasks.base import Task
+from dtrain.tasks.sample_scores import SampleScores
 
 
 def cosine_alpha_bars(timesteps: int) -> torch.Tensor:
@@ -24,10 +25,11 @@ class Diffusion(Task):
 
     `val/loss` and `test/loss` are the noise-prediction error on the split (with fixed noise,
     so epochs compare). Each validation and the test also score `num_score_samples` samples
-    with the cached digits classifier (`val/frechet_digits_distance`, `val/class_coverage`,
-    likewise for test; so a run can stop once its samples are good enough) and save a grid of
-    them. `sample_steps` < `timesteps` samples on evenly spaced steps (the respaced DDPM chain),
-    which is much cheaper.
+    (dtrain.tasks.sample_scores: 8x8 digits by the cached digits classifier,
+    `val/frechet_digits_distance` and `val/class_coverage`; other images by FID/KID when
+    `inception_weights` is given; likewise for test; so a run can stop once its samples are good
+    enough) and save a grid of them. `sample_steps` < `timesteps` samples on evenly spaced
+    steps (the respaced DDPM chain), which is much cheaper.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Diffusion(Task):
         timesteps: int = 1000,
         sample_steps: int = 100,
         num_score_samples: int = 1000,
+        inception_weights: str | None = None,
         ema_decay: float | None = 0.995,
         scheduler=None,
     ):
@@ -55,7 +58,7 @@ class Diffusion(Task):
         if ema_decay is not None:
             self.ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay))
             self.ema.requires_grad_(False)
-        self._scores = {}
+        self.scores = SampleScores(cache_dir, inception_weights, num_score_samples)
 
     def noise_loss(self, x: torch.Tensor, generator: torch.Generator | None = None, net=None) -> torch.Tensor:
         # Drawn where it is used (no copy each step); in training from the device's default
@@ -83,8 +86,7 @@ class Diffusion(Task):
         fixed = torch.Generator(device=x.device).manual_seed(batch_idx)
         metric.update(self.noise_loss(x, fixed, net=self._denoiser()), weight=len(x))
         self.log(f"{stage}/loss", metric, prog_bar=True)
-        if self.cache_dir is not None:
-            self._score(stage).update_real(x)
+        self.scores.update_real(stage, x)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, self.val_loss, "val")
@@ -114,29 +116,15 @@ class Diffusion(Task):
                 x = mean
         return x.clamp(-1, 1)
 
-    def _score(self, stage: str):
-        from dtrain.generative_score import SampleScore
-
-        if stage not in self._scores:
-            self._scores[stage] = SampleScore(self.cache_dir).to(self.device)
-        return self._scores[stage]
-
     def _epoch_end(self, stage: str) -> None:
-        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
-            if stage in self._scores:
-                self._scores[stage].reset()
-            return
         name = f"samples-epoch{self.current_epoch:03d}" if stage == "val" else "samples-test"
-        if self.cache_dir is None:
-            save_grid(self.trainer, self.sample(64), name)
+        scores = self.scores.epoch_end(self.trainer, stage, self.sample, first_chunk=lambda samples: save_grid(self.trainer, samples[:64], name))
+        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
             return
-        score = self._score(stage)
-        for chunk in range(0, self.num_score_samples, 500):
-            samples = self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1)
-            score.update_fake(samples)
-            if chunk == 0:
-                save_grid(self.trainer, samples[:64], name)
-        self.log_dict({f"{stage}/{k}": v for k, v in score.compute().items()})
+        if scores is None:
+            save_grid(self.trainer, self.sample(64), name)
+        else:
+            self.log_dict(scores)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")

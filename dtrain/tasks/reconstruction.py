@@ -8,6 +8,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from dtrain.callbacks.samples import save_grid
 from dtrain.tasks.base import Task
+from dtrain.tasks.sample_scores import SampleScores, seeded_normal
 
 
 class Reconstruction(Task):
@@ -24,7 +25,10 @@ class Reconstruction(Task):
     is then measured on the other classes only.
     """
 
-    def __init__(self, net, optimizer, scheduler=None, anomaly_class: int | None = None, beta: float = 1.0, cache_dir: str | None = None, num_score_samples: int = 1000):
+    def __init__(
+        self, net, optimizer, scheduler=None, anomaly_class: int | None = None, beta: float = 1.0, cache_dir: str | None = None,
+        num_score_samples: int = 1000, inception_weights: str | None = None,
+    ):
         super().__init__(net, optimizer, scheduler)
         self.anomaly_class, self.beta = anomaly_class, beta
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
@@ -35,7 +39,7 @@ class Reconstruction(Task):
                 setattr(self, f"{stage}_{part}", MeanMetric())
             if anomaly_class is not None:
                 setattr(self, f"{stage}_auroc", BinaryAUROC())
-        self._scores = {}  # a plain dict: the frozen classifier stays out of training and checkpoints
+        self.scores = SampleScores(cache_dir, inception_weights, num_score_samples)
 
     def per_image_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, mean, logvar = self.net(x)
@@ -63,8 +67,8 @@ class Reconstruction(Task):
             auroc = getattr(self, f"{stage}_auroc")
             auroc.update(losses["loss"], (~normal).long())
             self.log(f"{stage}/auroc", auroc, prog_bar=True)
-        if self.variational and self.cache_dir is not None:
-            self._score(stage).update_real(x)
+        if self.variational:
+            self.scores.update_real(stage, x)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
@@ -73,17 +77,9 @@ class Reconstruction(Task):
         self._evaluate(batch, "test")
 
     # -- VAE samples ------------------------------------------------------------------------
-    def _score(self, stage: str):
-        from dtrain.generative_score import SampleScore
-
-        if stage not in self._scores:
-            self._scores[stage] = SampleScore(self.cache_dir).to(self.device)
-        return self._scores[stage]
-
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        z = torch.randn(n, self.net.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        return torch.tanh(self.net.decode(z) / 2)
+        return torch.tanh(self.net.decode(seeded_normal((n, self.net.latent_dim), seed, self.device)) / 2)
 
     @torch.no_grad()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int = 8) -> torch.Tensor:
@@ -94,11 +90,10 @@ class Reconstruction(Task):
         return torch.tanh(self.net.decode(z.flatten(0, 1)) / 2)
 
     def _epoch_end(self, stage: str) -> None:
-        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
-            if stage in self._scores:
-                self._scores[stage].reset()
-            return
         if not self.variational:
+            return
+        if self.trainer.sanity_checking:  # one batch only: nothing worth scoring or saving
+            self.scores.epoch_end(self.trainer, stage, self.sample)  # forgets the batch
             return
         name = f"epoch{self.current_epoch:03d}" if stage == "val" else "test"
         save_grid(self.trainer, self.sample(64), f"samples-{name}")
@@ -109,11 +104,9 @@ class Reconstruction(Task):
         firsts = [int((y == c).nonzero()[0]) for c in range(int(y.max()) + 1) if (y == c).any()]
         a, b = x[firsts[:-1]].to(self.device), x[firsts[1:]].to(self.device)
         save_grid(self.trainer, self.interpolate(a, b), f"interpolation-{name}", nrow=8)
-        if self.cache_dir is not None:
-            score = self._score(stage)
-            for chunk in range(0, self.num_score_samples, 500):
-                score.update_fake(self.sample(min(500, self.num_score_samples - chunk), seed=chunk + 1))
-            self.log_dict({f"{stage}/{k}": v for k, v in score.compute().items()})
+        scores = self.scores.epoch_end(self.trainer, stage, self.sample)
+        if scores:
+            self.log_dict(scores)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
