@@ -215,12 +215,14 @@ def test_only_keys_the_users_class_cannot_take_are_left_out(tmp_path, monkeypatc
     assert leave_out_foreign_keys(cfg, shapes={}) == [] and "num_classes" in cfg.model
 
 
-def test_lightning_sampler_gives_the_stages_of_one_pipeline_replica_the_same_share():
+def test_lightning_sampler_gives_the_stages_of_one_pipeline_replica_the_same_share(monkeypatch):
     import torch
     from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.parallel.pipeline import Pipeline
 
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # set_global_rank sets it: later runs here are rank 0
     environment = LightningEnvironment()
     environment.set_world_size(4)
     environment.set_global_rank(3)  # the second stage of the second replica
