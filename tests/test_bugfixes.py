@@ -1,5 +1,6 @@
 """Regression tests for the bugs issue 12 found by reading the code (each failed before its fix)."""
 
+import copy
 import functools
 import warnings
 
@@ -133,6 +134,11 @@ def test_weight_decay_spares_biases_and_norm_weights_unless_asked():
     assert decay == {"net.0.weight": 0.1, "net.1.weight": 0.0, "net.1.bias": 0.0, "net.2.weight": 0.1, "net.2.bias": 0.0}
     everything = _decay_by_name(Classification(net, adamw, num_classes=2, decay_norms_and_biases=True))
     assert set(everything.values()) == {0.1}
+    # FSDP and ZeRO-3 flatten the same parameters into 1-d shards before the optimizer is made
+    sharded = Classification(copy.deepcopy(net), adamw, num_classes=2)
+    for p in sharded.parameters():
+        p.data = p.data.flatten()
+    assert _decay_by_name(sharded) == decay
     # a PBT trial putting back its own weight decay leaves the biases and norms without
     optimizer = Classification(net, adamw, num_classes=2).configure_optimizers()
     ApplyOptimizerConfig(weight_decay=0.3).on_train_start(SimpleNamespace(lr_scheduler_configs=[], optimizers=[optimizer]), None)

@@ -46,6 +46,7 @@ class Task(L.LightningModule):
             init(self, *args, **kwargs)
             if type(self) is cls:  # the outermost class applies them once, after the net exists
                 self.decay_norms_and_biases = decay_norms_and_biases
+                mark_no_decay(self)
                 if init_from is not None:
                     load_matching_weights(self.net, init_from)
                 self.apply_net_options(compile=compile, activation_checkpointing=activation_checkpointing)
@@ -115,6 +116,17 @@ class Task(L.LightningModule):
         return counts
 
 
+NO_DECAY = "_dtrain_no_decay"
+
+
+def mark_no_decay(module: nn.Module) -> None:
+    """Note on each parameter whether it is a bias or normalisation weight (fewer than 2
+    dimensions) while its shape is whole: FSDP and ZeRO-3 later keep the same parameter objects
+    but as flat 1-d shards, which would all look like biases."""
+    for p in module.parameters():
+        setattr(p, NO_DECAY, p.dim() < 2)
+
+
 def decay_groups(module: nn.Module, decay_norms_and_biases: bool = False) -> list:
     """Parameters with 2 or more dimensions decay (the optimizer's weight_decay); biases and
     normalisation weights go in a group with weight_decay 0, marked `no_decay` (so a sweep that
@@ -122,7 +134,11 @@ def decay_groups(module: nn.Module, decay_norms_and_biases: bool = False) -> lis
     params = list(module.parameters())
     if decay_norms_and_biases:
         return params
-    groups = [{"params": [p for p in params if p.dim() >= 2]}, {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "no_decay": True}]
+    spared = [getattr(p, NO_DECAY, p.dim() < 2) for p in params]
+    groups = [
+        {"params": [p for p, no in zip(params, spared) if not no]},
+        {"params": [p for p, no in zip(params, spared) if no], "weight_decay": 0.0, "no_decay": True},
+    ]
     return [group for group in groups if group["params"]]
 
 
