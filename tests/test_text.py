@@ -49,6 +49,19 @@ def test_text_classes_split_files_not_snippets(tmp_path):
     assert snippets.shape[1] == 16 and len(snippets) == len(labels) > 0
 
 
+def test_language_model_names_bits_by_what_a_token_is(train, tmp_path):
+    """Bits per token are bits per character (`bpc`) only when the tokens are bytes."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(PROSE * 400)
+    common = ["model=transformer", f"data.path={corpus}", "data.pattern=*.txt", "budget=smoke", "data.batch_size=8"]
+    metrics, _ = train(*common)
+    assert "test/bpc" in metrics and "test/bits_per_token" not in metrics
+    metrics, _ = train(*common, "data=text_bpe", "data.vocab_size=300")
+    assert "test/bits_per_token" in metrics and "test/bpc" not in metrics
+    assert metrics["test/bits_per_token"] > 0
+
+
 def test_classifier_and_masked_lm_on_a_users_class_folders(train, tmp_path):
     write_class_folders(tmp_path / "docs")
     common = [f"data.path={tmp_path / 'docs'}", "data.pattern=*.txt", "data.block_size=16", "data.vocab_size=300", "data.val_fraction=0.25", "data.test_fraction=0.25"]

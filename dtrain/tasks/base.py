@@ -9,10 +9,6 @@ import lightning as L
 import torch
 from torch import nn
 
-# Options every task takes (`+model.init_from=<ckpt>`, `model.compile=true`,
-# `model.activation_checkpointing=true`) without each subclass having to name them in its own __init__.
-TASK_OPTIONS = ("init_from", "compile", "activation_checkpointing")
-
 
 class Task(L.LightningModule):
     """A LightningModule around a plain `net`.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from dtrain.callbacks.samples import save_grid
+from dtrain.tasks.sample_grid import save_grid
 from dtrain.tasks.base import Task
 from dtrain.tasks.sample_scores import SampleScores
 

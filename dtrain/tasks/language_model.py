@@ -9,12 +9,13 @@ from dtrain.tasks.base import Task
 
 
 class LanguageModel(Task):
-    """The net maps tokens (batch, length) to logits (batch, length, vocab); for byte-level text,
-    bits per token is bits per character (`bpc`)."""
+    """The net maps tokens (batch, length) to logits (batch, length, vocab). Bits per token are
+    logged as `bpc` (bits per character) when the tokens are bytes, else as `bits_per_token`."""
 
-    def __init__(self, net, optimizer, scheduler=None):
+    def __init__(self, net, optimizer, scheduler=None, tokenizer: str = "bytes"):
         super().__init__(net, optimizer, scheduler)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.bits_name = "bpc" if tokenizer == "bytes" else "bits_per_token"
 
     def training_step(self, batch, batch_idx):
         tokens, targets = batch
@@ -40,7 +41,7 @@ class LanguageModel(Task):
         nats = loss_metric.compute()
         loss_metric.reset()
         self.log_dict(
-            {f"{stage}/loss": nats, f"{stage}/bpc": nats / math.log(2), f"{stage}/perplexity": nats.exp()},
+            {f"{stage}/loss": nats, f"{stage}/{self.bits_name}": nats / math.log(2), f"{stage}/perplexity": nats.exp()},
             prog_bar=stage == "val",
             sync_dist=False,  # MeanMetric.compute already reduced over ranks
         )

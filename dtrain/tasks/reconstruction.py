@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from dtrain.callbacks.samples import save_grid
+from dtrain.tasks.sample_grid import save_grid
 from dtrain.tasks.base import Task
 from dtrain.tasks.sample_scores import SampleScores, seeded_normal
 

@@ -15,7 +15,7 @@ from dtrain.tune.tuner import check_algorithms
 VAL_METRICS = {
     "Classification": ("loss", "acc", "precision", "recall", "f1", "auroc"),
     "Regression": ("loss", "mse", "mae", "r2"),
-    "LanguageModel": ("loss", "bpc", "perplexity"),
+    "LanguageModel": ("loss", "bpc", "bits_per_token", "perplexity"),
     "MaskedLanguageModel": ("loss", "masked_acc"),
     "Seq2Seq": ("loss", "token_acc", "exact_match"),
 }
