@@ -6,7 +6,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dtrain.cli_errors import exit_on_config_error
+from dtrain.cli_errors import EXIT_CONFIG_ERROR, exit_on_config_error
 from dtrain.config.compose import CONF_DIR
 from dtrain.config.errors import ConfigError
 
@@ -26,9 +26,33 @@ def hydra_main(cfg: DictConfig) -> None:
     if is_slurm(cfg) and not in_job_step():  # launcher=slurm: submit this run (each of a multirun) and return
         exit_on_config_error(submit_to_slurm, cfg)
         return
+    from hydra.core.hydra_config import HydraConfig
+
     from dtrain.train import run
 
-    exit_on_config_error(run, cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        exit_on_config_error(run, cfg)
+    except SystemExit as stop:
+        if stop.code == EXIT_CONFIG_ERROR and not cfg.get("resume"):
+            discard_unstarted_run(run_dir)  # a mistake found inside run() (a datamodule's) leaves nothing
+        raise
+
+
+def discard_unstarted_run(run_dir: Path) -> None:
+    """Remove the folder Hydra made for a run that a config error stopped before it trained,
+    and its date folder if that is left empty. Only a folder holding nothing but what Hydra and
+    dtrain write at a run's start is removed (never one a user pointed hydra.run.dir at)."""
+    import shutil
+
+    written_at_start = {".hydra", "config.yaml", "run.log", "env.json"}
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - written_at_start:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir.parent.rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 def submit_to_slurm(cfg: DictConfig) -> None:

@@ -125,10 +125,12 @@ def test_cnn_trains_and_tests_on_mnist_files(train, tmp_path):
 
 def test_missing_files_end_in_one_line(tmp_path):
     """No files under data.root: exit status 2, one line naming data.root, where torchvision
-    expects the files and that dtrain never downloads; no traceback."""
+    expects the files and that dtrain never downloads; no traceback, and no run directory left."""
     (tmp_path / "data").mkdir()
     done = dtrain_cli("model=cnn", "data=torchvision", f"data.root={tmp_path / 'data'}", "budget=smoke", "logger=[csv]", cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.startswith("dtrain: error: data.root: MNIST files missing: "), done.stderr[-2000:]
     assert f"{tmp_path / 'data'}/MNIST/raw/train-images-idx3-ubyte" in done.stderr and "never downloads" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(p.is_file() for p in runs.rglob("*")), sorted(runs.rglob("*"))  # nothing left behind
