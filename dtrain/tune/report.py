@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 REPORTS_DIR = "checkpoints/reports"  # not checkpoints/*.ckpt: a resume takes last.ckpt, the newest
 CHECKPOINT_FILE = "model.ckpt"
-TIMING_FILE = "tune_report.json"  # how many reports and the seconds they took (sweep overhead)
+TIMING_FILE = "tune_report.json"  # how many reports, the seconds they took (sweep overhead), the last one
 META_FILE = "meta.json"  # which trial wrote a checkpoint: a PBT restart may hand us another's
 
 
@@ -29,6 +29,7 @@ class TuneReport(Callback):
         self.via = via
         self.keep = max(1, int(keep))
         self.reports, self.seconds = 0, 0.0
+        self.last: dict = {}
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not self._in_ray():
@@ -36,6 +37,7 @@ class TuneReport(Callback):
         start = time.perf_counter()
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+        self.reports += 1  # before the save: the checkpoint of report n knows it made n
         folder = Path(trainer.default_root_dir) / REPORTS_DIR / f"step{trainer.global_step:08d}"
         # A new file per report: Ray copies it after report() returns, and last.ckpt is rewritten every epoch.
         trainer.save_checkpoint(folder / CHECKPOINT_FILE)  # every rank: sharded strategies save together
@@ -44,14 +46,20 @@ class TuneReport(Callback):
         self._report(trainer, metrics, folder)  # a scheduler that stops the trial ends it in here
         if trainer.is_global_zero:
             self._prune(folder.parent)
-        self.reports += 1
+        self.last = metrics
         self.seconds += time.perf_counter() - start
         self._write_timing(trainer)
+
+    def state_dict(self) -> dict:
+        return {"reports": self.reports}  # a resumed or retried trial counts on
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.reports = int(state_dict.get("reports", 0))
 
     def _write_timing(self, trainer) -> None:
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / TIMING_FILE
-            path.write_text(json.dumps({"reports": self.reports, "seconds": round(self.seconds, 4)}))
+            path.write_text(json.dumps({"reports": self.reports, "seconds": round(self.seconds, 4), "last": self.last}))
 
     def _in_ray(self) -> bool:
         if self.via == "train":

@@ -8,10 +8,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dtrain.tune.plan import Plan
-from dtrain.tune.report import CHECKPOINT_FILE, META_FILE
+from dtrain.tune.report import CHECKPOINT_FILE, META_FILE, TIMING_FILE
 
 SCHEDULE_FILE = "pbt_schedule.jsonl"  # one line per exploit: whose weights, which values from then on
 EXPLOITS_DIR = "pbt"  # the donor checkpoint each exploit took
+FINISHED_FILE = "tune_finished.json"  # written when the trial's run has returned: its last report
 
 
 def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:
@@ -95,9 +96,33 @@ def run_trial(config: dict, plan: Plan) -> None:
     _enter(plan)
     trial_id = tune.get_context().get_trial_id()
     trial_dir = plan.trial_dir(trial_id)
+    if report_if_finished(trial_dir):
+        return
     record_node(trial_dir)
     take_over_donor(trial_dir, trial_id, tune.get_checkpoint(), trial_overrides(plan, config, trial_id))
     run(trial_config(plan, config, trial_id))
+    mark_finished(trial_dir)
+
+
+def mark_finished(trial_dir: Path) -> None:
+    """The run returned (trained and tested): keep its last report, and how many it made, beside it."""
+    timing = json.loads((trial_dir / TIMING_FILE).read_text()) if (trial_dir / TIMING_FILE).is_file() else {}
+    last = {**timing.get("last", {}), "finished_reports": timing.get("reports", 0)}
+    tmp = trial_dir / (FINISHED_FILE + ".tmp")
+    tmp.write_text(json.dumps(last))
+    tmp.replace(trial_dir / FINISHED_FILE)
+
+
+def report_if_finished(trial_dir: Path) -> bool:
+    """A restored sweep may start a trial again that had finished after Tune last saved its
+    state (every 10 s or more): report its last result again instead of running it twice."""
+    from ray import tune
+
+    finished = trial_dir / FINISHED_FILE
+    if not finished.is_file():
+        return False
+    tune.report(json.loads(finished.read_text()))
+    return True
 
 
 def run_distributed_trial(config: dict, plan: Plan) -> None:
@@ -110,6 +135,8 @@ def run_distributed_trial(config: dict, plan: Plan) -> None:
 
     _enter(plan)
     trial_id = tune.get_context().get_trial_id()
+    if report_if_finished(plan.trial_dir(trial_id)):
+        return
     record_node(plan.trial_dir(trial_id))
     resources = plan.settings["resources"]
     per_worker = {"CPU": float(resources["cpus_per_worker"])}
@@ -123,6 +150,7 @@ def run_distributed_trial(config: dict, plan: Plan) -> None:
         run_config=RunConfig(name="train", storage_path=str(plan.trial_dir(trial_id) / "ray_train"), callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
+    mark_finished(plan.trial_dir(trial_id))
 
 
 _RAY_STRATEGIES = {"ddp": "RayDDPStrategy", "fsdp": "RayFSDPStrategy", "deepspeed": "RayDeepSpeedStrategy"}
