@@ -67,6 +67,10 @@ def sweep(args: list[str]) -> int:
         from dtrain.tune.trial import trial_overrides
         from dtrain.tune.tuner import build_tuner
 
+        # Tune saves the sweep's state (trials, searcher) at most every 10 s by default, and a
+        # restarted sweep knows only what was saved: a trial begun since is lost, a finished one
+        # re-run. Saving it every second keeps `sweep.resume=` to what actually happened.
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         tuner = build_tuner(plan)
         plan.save()
         print(f"sweep {plan.name}: {plan.sweep_dir} (continue it with: python -m dtrain.tune sweep.resume={plan.sweep_dir})", flush=True)
