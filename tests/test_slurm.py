@@ -80,7 +80,8 @@ def test_train_sbatch_runs_two_ddp_ranks_under_srun(cluster, tmp_path):
     assert run_dir == tmp_path / "runs" / "slurm" / job_id
     record = json.loads((run_dir / "env.json").read_text())
     assert (record["world_size"], record["strategy"]) == (2, "DDPStrategy")
-    assert "MEMBER: 2/2" in log, "Lightning took its two ranks from srun"
+    # Lightning's own messages go to the run's log file (the console shows dtrain's), every rank's.
+    assert "MEMBER: 2/2" in (run_dir / "run.log").read_text(), "Lightning took its two ranks from srun"
     test_acc = [float(row["test/acc"]) for row in metric_rows(run_dir) if row.get("test/acc")]
     assert test_acc and test_acc[-1] > 0.85, "the MLP learns the breast-cancer table in 3 epochs"
 
@@ -139,7 +140,8 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(clus
     job = cluster.wait(job_id)
     log = (run_dir / f"slurm-{job_id}.out").read_text()
     assert (job["JobState"], job["Restarts"]) == ("COMPLETED", "1"), log[-3000:]
-    restored = next(line for line in log.splitlines() if line.startswith("[") and "Restoring states" in line and "requeue.ckpt" in line)
+    run_log = (run_dir / "run.log").read_text()  # Lightning's messages, with their times
+    restored = next(line for line in run_log.splitlines() if line.startswith("[") and "Restoring states" in line and "requeue.ckpt" in line)
     training_again = datetime.datetime.strptime(restored[1:24], "%Y-%m-%d %H:%M:%S,%f")
     running_again = datetime.datetime.fromisoformat(job["StartTime"])
     print(f"requeue latency: job running again {(running_again - signalled).total_seconds():.1f} s after the signal, "
@@ -197,7 +199,8 @@ def test_multirun_submits_one_job_per_combination_each_in_its_own_run_dir(cluste
     a, b = final_weights(first), final_weights(second)
     assert any(not torch.equal(a[name], b[name]) for name in a), "each job trained its own combination from scratch"
     for run_dir in (first, second):
-        log = next(run_dir.glob("slurm-*.out")).read_text()
+        log = (run_dir / "run.log").read_text()
+        assert "Trainer.fit` stopped" in log
         assert "Restoring states" not in log.split("Trainer.fit` stopped")[0], "no job started from another's checkpoint"
 
 
