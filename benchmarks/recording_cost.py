@@ -2,18 +2,19 @@
 alternating blocks of steps within one run, so a shared machine's drifts hit both alike. Prints
 one JSON object per model.
 
-    python benchmarks/recording_cost.py [--models cnn mlp] [--steps 600] [--block 20] [--threads 1] [-- overrides]
+    python benchmarks/recording_cost.py [--models cnn mlp] [--steps 1000] [--repeats 5] [--block 20] [--threads 1] [-- overrides]
 
-"On" is the default run; "off" leaves out the throughput/MFU, memory, optimizer-figures and
-convergence callbacks (what `~callbacks.throughput ~callbacks.memory ~callbacks.optimizer_stats
-~callbacks.convergence` would). Metrics go to CSV, with Lightning's default logging interval
+"On" is the default run; "off" leaves out dtrain's Records callback (throughput/MFU, memory,
+optimizer figures, convergence: what `~callbacks.records` would). Metrics go to CSV, with Lightning's default logging interval
 (every 10 steps; a block of 20 holds two logging steps), validation and checkpoints every epoch
 as usual. A step is the interval between consecutive training-batch ends; the first of each
 block (it carries the other mode's logger flush), epoch boundaries and validation are dropped,
 and the rest compared by their mean (the slowest 2% cut; the mean keeps the logging steps'
 share) and median (a step without logging), in CPU time of this process (what the recording adds
 is work in this process, and CPU time is what other processes on a shared machine disturb
-least) and in wall time. The one-off costs (the FLOP count on the meta device, measuring the
+least) and in wall time. The run is repeated (`--repeats`) and each figure is the median over
+the repeats (one run alone moved by +-5% on a 5 ms step here), with every repeat's overhead
+listed beside it. The one-off costs (the FLOP count on the meta device, measuring the
 CPU peak before it is cached) are reported apart.
 """
 
@@ -29,26 +30,21 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
-RECORDING = ("throughput", "memory", "optimizer_stats", "convergence")
 TIMES: dict[bool, dict[str, list[float]]] = {}
 
 
 class Interleave(Callback):
-    """Runs first among the callbacks; every `block` batches switches the recording callbacks in
-    or out of the trainer's list and times each step into TIMES[recording]."""
+    """Runs first among the callbacks; every `block` batches switches the Records callback in or
+    out of the trainer's list and times each step into TIMES[recording]."""
 
     def __init__(self, block: int):
         self.block, self.batches, self.recording, self.last = block, 0, True, None
         self.recorders: list[Callback] = []
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from dtrain.callbacks.convergence import Convergence
-        from dtrain.callbacks.memory import PeakMemory
-        from dtrain.callbacks.optimizer_stats import OptimizerStats
-        from dtrain.callbacks.throughput import Throughput
+        from dtrain.callbacks.records import Records
 
-        kinds = (Throughput, PeakMemory, OptimizerStats, Convergence)
-        self.recorders = [c for c in trainer.callbacks if isinstance(c, kinds)]
+        self.recorders = [c for c in trainer.callbacks if isinstance(c, Records)]
         trainer.callbacks[:] = [self, *(c for c in trainer.callbacks if c is not self)]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -127,7 +123,8 @@ def one_off_costs(model: str, overrides: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["cnn", "mlp"])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args, overrides = parser.parse_known_args()
@@ -138,8 +135,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for model in args.models:
         interleaved(model, 2 * args.block + 1, args.block, overrides)  # warm-up: imports, data caches, the CPU peak cached
-        result = {"model": model, "steps": args.steps, "block": args.block, "threads": args.threads}
-        print(json.dumps({**result, **interleaved(model, args.steps, args.block, overrides), **one_off_costs(model, overrides)}), flush=True)
+        result = {"model": model, "steps": args.steps, "repeats": args.repeats, "block": args.block, "threads": args.threads}
+        runs = [interleaved(model, args.steps, args.block, overrides) for _ in range(args.repeats)]
+        for key in runs[0]:
+            result[key] = statistics.median(run[key] for run in runs)
+            if key.endswith("_pct"):
+                result[f"{key}_each"] = [run[key] for run in runs]
+        print(json.dumps({**result, **one_off_costs(model, overrides)}), flush=True)
 
 
 if __name__ == "__main__":

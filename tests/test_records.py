@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from dtrain.callbacks.convergence import convergence_summary
-from dtrain.callbacks.throughput import Throughput
+from dtrain.callbacks.records import Records
+from dtrain.perf.convergence import convergence_summary
+from dtrain.perf.throughput import Throughput
 from dtrain.perf.flops import count_training_flops
 from dtrain.perf.peak import dense_peak_correction
 
@@ -79,12 +80,12 @@ def logged(run_dir, key: str) -> list[float]:
 
 
 def fit(tmp_path, module, data, steps: int, batch_size: int = 256) -> Throughput:
-    """Lightning's loop with dtrain's throughput callback alone, metrics to CSV."""
+    """Lightning's loop with dtrain's throughput record alone, metrics to CSV."""
     from lightning.pytorch.loggers import CSVLogger
 
     throughput = Throughput(cache_dir=str(tmp_path / "cache"))
     trainer = L.Trainer(
-        default_root_dir=tmp_path, accelerator="cpu", max_steps=steps, log_every_n_steps=1, callbacks=[throughput],
+        default_root_dir=tmp_path, accelerator="cpu", max_steps=steps, log_every_n_steps=1, callbacks=[Records({"throughput": throughput})],
         logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     )
     trainer.fit(module, DataLoader(data, batch_size=batch_size))

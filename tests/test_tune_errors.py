@@ -135,3 +135,15 @@ def test_shipped_sweeps_pass_the_checks(name, tmp_path, monkeypatch):
     plan = make_plan([f"sweep={name}"])
     check_inputs(plan)
     assert len(param_space(plan)) >= 2
+
+
+def test_the_sweep_driver_never_imports_torch():
+    """Only trials train: importing torch and Lightning in the driver cost 7 s on this machine
+    before the first trial could start (benchmarks/sweep_overhead.py)."""
+    code = (
+        "import sys, dtrain.tune.__main__, dtrain.tune.plan, dtrain.tune.preflight, dtrain.tune.results, "
+        "dtrain.tune.trial, dtrain.tune.tuner, ray.tune.tuner; "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'lightning'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,10 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-REPORTS_DIR = "checkpoints/reports"  # not checkpoints/*.ckpt: a resume takes last.ckpt, the newest
-CHECKPOINT_FILE = "model.ckpt"
-TIMING_FILE = "tune_report.json"  # how many reports, the seconds they took (sweep overhead), the last one
-META_FILE = "meta.json"  # which trial wrote a checkpoint: a PBT restart may hand us another's
+from dtrain.tune.files import CHECKPOINT_FILE, META_FILE, REPORTS_DIR, TIMING_FILE
 
 
 def _in_tune_trial() -> bool:

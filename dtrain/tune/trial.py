@@ -7,12 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dtrain.tune.files import CHECKPOINT_FILE, EXPLOITS_DIR, FINISHED_FILE, META_FILE, SCHEDULE_FILE, TIMING_FILE
 from dtrain.tune.plan import Plan
-from dtrain.tune.report import CHECKPOINT_FILE, META_FILE, TIMING_FILE
-
-SCHEDULE_FILE = "pbt_schedule.jsonl"  # one line per exploit: whose weights, which values from then on
-EXPLOITS_DIR = "pbt"  # the donor checkpoint each exploit took
-FINISHED_FILE = "tune_finished.json"  # written when the trial's run has returned: its last report
 
 
 def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:

@@ -3,10 +3,8 @@
 import sys
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from dtrain.perf.record import record, write_if_last
-from dtrain.perf.steps import is_logging_step
+from dtrain.perf.part import RecordPart
 
 GIB = 2**30
 
@@ -28,15 +26,13 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     return {"memory/peak_gib": peak / GIB}
 
 
-class PeakMemory(Callback):
+class PeakMemory(RecordPart):
     """Logged on logging steps as the largest over ranks; the summary has the run's peak.
 
     On the CPU the figure is the process's peak RSS since it started (it includes whatever the
     process did before this run, e.g. earlier runs in one Python session)."""
 
-    writes_step_figures = True  # dtrain.perf.record
-
-    def on_train_start(self, trainer, pl_module) -> None:
+    def train_start(self, trainer, pl_module) -> None:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
 
@@ -47,14 +43,11 @@ class PeakMemory(Callback):
             peaks = {key: trainer.strategy.reduce(value, reduce_op="max") for key, value in peaks.items()}
         return peaks
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if is_logging_step(trainer):
-            record(trainer, self._peaks(trainer))
-        write_if_last(trainer, self)
+    def batch_end(self, trainer, pl_module, batch, logging: bool, figures: dict) -> None:
+        if logging:
+            figures.update(self._peaks(trainer))
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        from dtrain.perf.summary import write_summary
-
+    def summary(self, trainer, pl_module) -> dict:
         summary = {key: float(value) for key, value in self._peaks(trainer).items()}
         summary["memory/kind"] = "cuda allocated (reserved)" if trainer.strategy.root_device.type == "cuda" else "cpu peak rss"
-        write_summary(trainer, summary)
+        return summary

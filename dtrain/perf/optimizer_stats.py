@@ -1,10 +1,8 @@
 """The learning rate and the gradient norm (before clipping), on logging steps only."""
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from dtrain.perf.record import record, write_if_last
-from dtrain.perf.steps import is_logging_step
+from dtrain.perf.part import RecordPart
 
 
 def gradient_norm(parameters) -> torch.Tensor | None:
@@ -21,22 +19,15 @@ def gradient_norm(parameters) -> torch.Tensor | None:
     return torch.stack([s.float() for s in squares]).sum().sqrt()
 
 
-class OptimizerStats(Callback):
+class OptimizerStats(RecordPart):
     """`train/lr` and `train/grad_norm` of the first optimizer, `train/lr_<i>` and
     `train/grad_norm_<i>` of any other (a GAN's generator)."""
 
-    writes_step_figures = True  # dtrain.perf.record
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not is_logging_step(trainer):
-            return
+    def before_optimizer_step(self, trainer, optimizer, figures: dict) -> None:
         index = next((i for i, o in enumerate(trainer.optimizers) if o is optimizer), 0)
         suffix = f"_{index}" if index else ""
         values = {f"train/lr{suffix}": float(optimizer.param_groups[0]["lr"])}
         norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
         if norm is not None:
             values[f"train/grad_norm{suffix}"] = norm.detach().float()
-        record(trainer, values)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        write_if_last(trainer, self)
+        figures.update(values)

@@ -12,10 +12,8 @@ import time
 import warnings
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from dtrain.perf.record import record, write_if_last
-from dtrain.perf.steps import is_logging_step
+from dtrain.perf.part import RecordPart
 
 HISTORY_LIMIT = 10_000  # logged values kept per figure (they travel in every checkpoint)
 # Figures whose median over the run goes to the summary.
@@ -35,10 +33,8 @@ def batch_counts(pl_module, batch) -> dict:
     return {"samples": extract_batch_size(batch)}
 
 
-class Throughput(Callback):
+class Throughput(RecordPart):
     """`count_flops=false` skips the FLOP count (no MFU); `cache_dir` holds the CPU's measured peak."""
-
-    writes_step_figures = True  # dtrain.perf.record
 
     def __init__(self, count_flops: bool = True, cache_dir: str | None = None):
         self.count_flops, self.cache_dir = count_flops, cache_dir
@@ -53,9 +49,7 @@ class Throughput(Callback):
         self._skip_gap = True
 
     # -- set-up: sizes, peak, the module to count FLOPs on ------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
+    def setup(self, trainer, pl_module) -> None:
         from dtrain.parallel.mesh import data_parallel_size
         from dtrain.perf.peak import peak_flops
 
@@ -82,13 +76,13 @@ class Throughput(Callback):
         self._meta = None
 
     # -- timing ----------------------------------------------------------------------------
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def train_epoch_start(self, trainer, pl_module) -> None:
         self._skip_gap = True  # epoch boundaries (loader restart, epoch-end hooks) are not data wait
 
-    def on_validation_start(self, trainer, pl_module) -> None:
+    def validation_start(self, trainer, pl_module) -> None:
         self._skip_gap = True  # nor is validation, or the checkpoint written after it
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    def batch_start(self, trainer, pl_module, batch) -> None:
         if self._meta is not None:
             self._count_flops(pl_module, batch)
         now = time.perf_counter()
@@ -101,22 +95,20 @@ class Throughput(Callback):
                 self._wait += gap
         self._skip_gap = False
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def batch_end(self, trainer, pl_module, batch, logging: bool, figures: dict) -> None:
         for key, value in batch_counts(pl_module, batch).items():
             self._counts[key] = self._counts.get(key, 0) + value
         self._batches += 1
-        logging = is_logging_step(trainer)
         if logging and trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the window's time must include its device work
         now = time.perf_counter()
         if logging or self._window_start is None:
             if self._window_start is not None:
-                self._log_window(trainer, now - self._window_start)
+                figures.update(self._window_figures(now - self._window_start))
             else:
                 self._add_totals()  # the first batch (FLOP count, warm-up) is not timed
             self._window_start, self._counts, self._batches, self._wait = now, {}, 0, 0.0
         self._last_end = now
-        write_if_last(trainer, self)
 
     def _add_totals(self) -> dict:
         counts = {key: float(value) for key, value in self._counts.items()}  # a sync, on logging steps only
@@ -125,10 +117,10 @@ class Throughput(Callback):
             self.totals[key] = self.totals.get(key, 0) + value
         return counts
 
-    def _log_window(self, trainer, seconds: float) -> None:
+    def _window_figures(self, seconds: float) -> dict:
         counts = self._add_totals()
         if seconds <= 0 or not self._batches:
-            return
+            return {}
         dp = self.dp_size
         values = {"train/step_time_s": seconds / self._batches, "train/data_wait_frac": self._wait / seconds}
         for key, name in (("samples", "samples"), ("tokens", "tokens"), ("masked_tokens", "masked_tokens")):
@@ -146,12 +138,10 @@ class Throughput(Callback):
             kept.append(value)
             if len(kept) > HISTORY_LIMIT:  # every other value: an even spread over the run, for the medians
                 del kept[::2]
-        record(trainer, values)
+        return values
 
     # -- summary and resume ----------------------------------------------------------------
-    def on_fit_end(self, trainer, pl_module) -> None:
-        from dtrain.perf.summary import write_summary
-
+    def summary(self, trainer, pl_module) -> dict:
         summary = {key: statistics.median(values) for key, values in self.history.items() if key in SUMMARISED and values}
         summary.update({f"train/{key}": value for key, value in self.totals.items()})
         summary.update(params=self.params, peak_flops=self.peak, peak_flops_source=self.peak_source, data_parallel_size=self.dp_size, world_size=self.world_size)
@@ -162,7 +152,7 @@ class Throughput(Callback):
                 flops_per_sample=self.flops_per_batch / samples if samples else None,
                 flops_counted_on=self.flops_counted_on,
             )
-        write_summary(trainer, summary)
+        return summary
 
     def state_dict(self) -> dict:
         return {"history": self.history, "totals": self.totals}

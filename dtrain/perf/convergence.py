@@ -4,8 +4,7 @@ reached, and the steps and time to 95% of the way there from the first validatio
 import math
 import time
 
-from lightning.pytorch.callbacks import Callback
-
+from dtrain.perf.part import RecordPart
 from dtrain.perf.steps import logged_step
 
 # Validation metrics that improve downwards; everything else (accuracy, F1, AUROC, R^2,
@@ -54,7 +53,7 @@ def convergence_summary(history: list[dict], monitor: str | None, monitor_mode: 
     return summary
 
 
-class Convergence(Callback):
+class Convergence(RecordPart):
     """Records every validation of the fit (not the sanity check) with its step (as in
     metrics.csv) and wall time since training started, counting the time before a resume."""
 
@@ -63,15 +62,13 @@ class Convergence(Callback):
         self._seconds_before = 0.0
         self._start: float | None = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def train_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
 
     def seconds(self) -> float:
         return self._seconds_before + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
+    def validation_end(self, trainer, pl_module) -> None:
         values = {}
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
@@ -79,12 +76,10 @@ class Convergence(Callback):
         if values:
             self.history.append({"step": logged_step(trainer), "seconds": self.seconds(), **values})
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        from dtrain.perf.summary import write_summary
-
+    def summary(self, trainer, pl_module) -> dict:
         checkpoint = trainer.checkpoint_callback
         monitor = getattr(checkpoint, "monitor", None) or "val/loss"
-        write_summary(trainer, convergence_summary(self.history, monitor, getattr(checkpoint, "mode", None)))
+        return convergence_summary(self.history, monitor, getattr(checkpoint, "mode", None))
 
     def state_dict(self) -> dict:
         return {"history": self.history, "seconds": self.seconds()}
