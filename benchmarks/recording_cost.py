@@ -31,6 +31,12 @@ from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 TIMES: dict[bool, dict[str, list[float]]] = {}
+HOOK_SECONDS: list[float] = []  # per timed "on" step: seconds inside Records' hooks
+_INSIDE = [0.0]  # seconds inside Records' hooks since the last step ended
+DISPATCH_SECONDS: list[float] = []
+STEP_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+              "on_before_zero_grad", "on_train_batch_end")  # what Lightning calls on every callback each step
+TIMED_HOOKS = ("on_train_batch_start", "on_before_optimizer_step", "on_train_batch_end")  # what Records does work in
 
 
 class Interleave(Callback):
@@ -46,6 +52,11 @@ class Interleave(Callback):
 
         self.recorders = [c for c in trainer.callbacks if isinstance(c, Records)]
         trainer.callbacks[:] = [self, *(c for c in trainer.callbacks if c is not self)]
+        for recorder in self.recorders:
+            for hook in TIMED_HOOKS:
+                setattr(recorder, hook, timed(getattr(recorder, hook)))
+        DISPATCH_SECONDS.append(dispatch_seconds(trainer))
+
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.last = None
@@ -63,8 +74,36 @@ class Interleave(Callback):
             times = TIMES.setdefault(self.recording, {"cpu": [], "wall": []})
             times["cpu"].append(now[0] - self.last[0])
             times["wall"].append(now[1] - self.last[1])
+            if self.recording:
+                HOOK_SECONDS.append(_INSIDE[0])
+        _INSIDE[0] = 0.0
         self.last = now
         self.batches += 1
+
+
+def timed(hook):
+    def call(*args, **kwargs):
+        start = time.perf_counter()
+        hook(*args, **kwargs)
+        _INSIDE[0] += time.perf_counter() - start
+
+    return call
+
+
+def dispatch_seconds(trainer, calls: int = 20_000) -> float:
+    """What Lightning spends to call one hook of one callback that does nothing (its profiler
+    context, the lookup): every callback pays it for every hook of every step."""
+    from lightning.pytorch.trainer import call
+
+    callbacks = trainer.callbacks[:]
+    trainer.callbacks[:] = [Callback()]
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call._call_callback_hooks(trainer, "on_before_zero_grad", None)
+        return (time.perf_counter() - start) / calls
+    finally:
+        trainer.callbacks[:] = callbacks
 
 
 def interleaved(model: str, steps: int, block: int, overrides: list[str]) -> dict:
@@ -72,12 +111,21 @@ def interleaved(model: str, steps: int, block: int, overrides: list[str]) -> dic
     from dtrain.train import run
 
     TIMES.clear()
+    HOOK_SECONDS.clear()
     args = [f"model={model}", f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "test=false", "logger=[csv]",
             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "+callbacks.interleave._target_=__main__.Interleave", f"+callbacks.interleave.block={block}", *overrides]
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # stdout: JSON only
-        run(compose(args, run_dir=Path(tmp) / "run"))
+        cfg = compose(args, run_dir=Path(tmp) / "run")
+        run(cfg)
     result = {"steps_timed_on": len(TIMES[True]["cpu"]), "steps_timed_off": len(TIMES[False]["cpu"])}
+    # Direct: the time inside Records' hooks plus Lightning's dispatch of its six step hooks, per
+    # step it was on, against the step without it (not disturbed by the machine's drifts).
+    inside = trimmed_mean(HOOK_SECONDS)
+    dispatch = len(STEP_HOOKS) * DISPATCH_SECONDS[-1]
+    off = trimmed_mean(TIMES[False]["wall"])
+    result.update(records_hooks_us_per_step=round(inside * 1e6, 2), dispatch_us_per_step=round(dispatch * 1e6, 2),
+                  direct_overhead_pct=round(100 * (inside + dispatch) / off, 2))
     for clock in ("cpu", "wall"):
         for name, average in (("mean", trimmed_mean), ("median", statistics.median)):
             on, off = (average(TIMES[mode][clock]) * 1e3 for mode in (True, False))

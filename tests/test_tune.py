@@ -150,6 +150,11 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _reports(trial: Path) -> int:
+    text = _text(trial / "tune_report.json")
+    return json.loads(text)["reports"] if text else 0
+
+
 def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
@@ -165,7 +170,7 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
         while time.monotonic() < deadline:  # kill once one trial has finished and the next has reported twice
             trials = list((tmp_path / "runs" / "sweeps").glob("*/*/trials/*"))
             finished = [t for t in trials if "test/loss" in _text(t / "metrics.csv")]
-            running = [t for t in trials if t not in finished and len(list(t.glob("checkpoints/reports/step*"))) >= 2]
+            running = [t for t in trials if t not in finished and _reports(t) >= 2]
             if finished and running:
                 break
             assert driver.poll() is None, driver.stdout.read()[-3000:]

@@ -35,17 +35,21 @@ class TuneReport(Callback):
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
         self.reports += 1  # before the save: the checkpoint of report n knows it made n
-        folder = Path(trainer.default_root_dir) / REPORTS_DIR / f"step{trainer.global_step:08d}"
-        # A new file per report: Ray copies it after report() returns, and last.ckpt is rewritten every epoch.
-        trainer.save_checkpoint(folder / CHECKPOINT_FILE)  # every rank: sharded strategies save together
-        if trainer.is_global_zero:
-            (folder / META_FILE).write_text(json.dumps({"trial_id": self.trial_id, "step": trainer.global_step}))
+        folder = self._save(trainer)
         self._report(trainer, metrics, folder)  # a scheduler that stops the trial ends it in here
         if trainer.is_global_zero:
             self._prune(folder.parent)
         self.last = metrics
         self.seconds += time.perf_counter() - start
         self._write_timing(trainer)
+
+    def _save(self, trainer) -> Path:
+        folder = Path(trainer.default_root_dir) / REPORTS_DIR / f"step{trainer.global_step:08d}"
+        # A new file per report: Ray copies it after report() returns, and last.ckpt is rewritten every epoch.
+        trainer.save_checkpoint(folder / CHECKPOINT_FILE)  # every rank: sharded strategies save together
+        if trainer.is_global_zero:
+            (folder / META_FILE).write_text(json.dumps({"trial_id": self.trial_id, "step": trainer.global_step}))
+        return folder
 
     def state_dict(self) -> dict:
         return {"reports": self.reports}  # a resumed or retried trial counts on
@@ -56,7 +60,9 @@ class TuneReport(Callback):
     def _write_timing(self, trainer) -> None:
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / TIMING_FILE
-            path.write_text(json.dumps({"reports": self.reports, "seconds": round(self.seconds, 4), "last": self.last}))
+            tmp = path.with_name(path.name + ".tmp")  # replaced whole: the trial's end and tests read it
+            tmp.write_text(json.dumps({"reports": self.reports, "seconds": round(self.seconds, 4), "last": self.last}))
+            tmp.replace(path)
 
     def _in_ray(self) -> bool:
         if self.via == "train":
