@@ -14,6 +14,7 @@ from dtrain.config.errors import ConfigError
 RESUMABLE_KEYS = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "test", "logger.wandb.mode",
+    "runtime.trust_checkpoints",
 )
 
 
@@ -95,6 +96,8 @@ def resume(run_dir: str, overrides: list[str]) -> None:
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise ConfigError("resume", f"{run_dir} is not a dtrain run directory (no {CONFIG_FILE}); give the directory a run printed at its end")
     cfg = load_config(Path(run_dir))
+    # Whoever wrote the directory does not decide whether its checkpoints are trusted: only this command line does.
+    OmegaConf.update(cfg, "runtime.trust_checkpoints", False, merge=False, force_add=True)
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or key not in RESUMABLE_KEYS:

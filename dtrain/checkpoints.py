@@ -1,21 +1,175 @@
-"""Finding the checkpoint a resume starts from: the newest one that loads."""
+"""Opening checkpoints without running their code, and finding the one a resume starts from:
+the newest one that loads.
 
+A checkpoint is a pickle, and unpickling can call any function the file names. Every file is
+opened with torch's weights-only unpickler (tensors, plain containers and numbers only); so are
+the pickles inside sharded checkpoint folders (DeepSpeed's `*.pt`, torch-DCP's `.metadata` and
+the non-tensor items of its `.distcp` files), before the loaders of DeepSpeed and torch-DCP,
+which unpickle them fully, ever see the folder. `runtime.trust_checkpoints=true`, given on the
+command line, lifts this (`trusting`).
+"""
+
+import io
+import logging
+import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
-import torch
+log = logging.getLogger(__name__)
+
+TRUST_KEY = "runtime.trust_checkpoints"
+_trusted: ContextVar[bool] = ContextVar("trust_checkpoints", default=False)
+
+
+class UnsafeCheckpoint(Exception):
+    """A checkpoint that would run code when loaded: its pickle names a global that a
+    weights-only load refuses."""
+
+    def __init__(self, path: Path, what: str):
+        super().__init__(f"{path} would run code when loaded ({what})")
+        self.path, self.what = Path(path), what
+
+
+@contextmanager
+def trusting(trust: bool) -> Iterator[None]:
+    """Within: checkpoints are loaded fully (`runtime.trust_checkpoints=true`)."""
+    token = _trusted.set(bool(trust))
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def trusted() -> bool:
+    return _trusted.get()
+
+
+def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
+    """torch.load of one checkpoint file onto the CPU, weights-only unless trusted. Raises
+    UnsafeCheckpoint for a file that would run code, torch's own error for a broken one."""
+    import torch
+
+    if trusted():
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise
+        raise UnsafeCheckpoint(Path(path), _refused_global(str(error))) from None
+
+
+def _refused_global(message: str) -> str:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    return f"it calls {found.group(1)}" if found else message.rsplit("WeightsUnpickler error: ", 1)[-1].split("\n", 1)[0].strip()
+
+
+def check_safe(path: Path | str) -> None:
+    """Raise UnsafeCheckpoint if loading the checkpoint `path` (a file, or a sharded folder)
+    could run code; nothing when trusted. Files that are not pickles are not opened."""
+    path = Path(path)
+    if trusted():
+        return
+    if not path.is_dir():
+        load_checkpoint(path, mmap=True)
+        return
+    allowed = _deepspeed_classes() if (path / "latest").is_file() else []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix in (".pt", ".pth", ".ckpt", ".bin"):  # DeepSpeed's states, Lightning's meta.pt
+            import torch
+
+            with torch.serialization.safe_globals(allowed):
+                load_checkpoint(file, mmap=True)
+        elif file.name.endswith(".metadata"):  # torch-DCP: `.metadata` (or `__<rank>.metadata`)
+            _check_dcp_folder(file)
+
+
+def _deepspeed_classes() -> list:
+    """The plain data classes DeepSpeed pickles into its optimizer states (a loss scaler, the
+    ZeRO stage, fragment addresses), which a weights-only load may build."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:  # then nothing can load the folder anyway; its globals stay refused
+        return []
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+# What a torch-DCP `.metadata` pickle holds: the checkpoint's own dataclasses, torch's sizes,
+# dtypes, layouts and memory formats, and plain containers. Nothing here runs code when called.
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata",)  # dataclasses and enums only
+_TORCH_TYPES = ("Size", "dtype", "layout", "memory_format")
+# torch.serialization._get_layout looks a layout up by its name (how layouts pickle).
+_PLAIN_GLOBALS = {
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"), ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),  # the checkpoint id: building a path reads no file
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),  # where an item lies: file, offset, length
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        import torch
+
+        if module in _DCP_MODULES:
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        elif module == "torch" and (name in _TORCH_TYPES or isinstance(getattr(torch, name, None), (torch.dtype, torch.layout, torch.memory_format))):
+            return super().find_class(module, name)
+        elif (module, name) in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+
+
+def _check_dcp_folder(metadata_file: Path) -> None:
+    """The DCP metadata, read with the unpickler above, then every non-tensor item it lists
+    (torch-DCP loads those with weights_only=False) with a weights-only load."""
+    import torch
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    try:
+        with open(metadata_file, "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(metadata_file, _refused_global(str(error))) from None
+    folder = metadata_file.parent
+    for index, info in (getattr(metadata, "storage_data", None) or {}).items():
+        if not isinstance(metadata.state_dict_metadata.get(index.fqn), BytesStorageMetadata):
+            continue  # a tensor: torch-DCP loads those weights-only itself
+        item = folder / info.relative_path
+        if info.transform_descriptors:
+            raise UnsafeCheckpoint(item, f"{index.fqn} is stored transformed ({', '.join(info.transform_descriptors)}) and cannot be checked")
+        with open(item, "rb") as f:
+            f.seek(info.offset)
+            data = io.BytesIO(f.read(info.length))
+        try:
+            torch.load(data, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" not in str(error):
+                raise
+            raise UnsafeCheckpoint(item, f"{index.fqn}: {_refused_global(str(error))}") from None
 
 
 def _progress(path: Path) -> tuple[int, float] | None:
-    """(global step, mtime) of a loadable Lightning checkpoint, None for a broken one."""
+    """(global step, mtime) of a loadable Lightning checkpoint, None for a broken one.
+    Raises UnsafeCheckpoint for one that would run code."""
     try:
         if path.is_dir():  # sharded (FSDP, DeepSpeed) checkpoints are folders
             if not any((path / marker).exists() for marker in ("latest", ".metadata", "meta.pt")):
                 return None
+            check_safe(path)
             return (-1, path.stat().st_mtime)
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        checkpoint = load_checkpoint(path, mmap=True)
         if "state_dict" not in checkpoint or "loops" not in checkpoint:
             return None
         return (int(checkpoint.get("global_step", -1)), path.stat().st_mtime)
+    except UnsafeCheckpoint:
+        raise
     except Exception:  # a file cut short by a kill, or not a checkpoint at all
         return None
 
@@ -25,6 +179,27 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
 
 
 def newest_valid_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint furthest into training (ties: the newest file), skipping broken ones."""
-    scored = [(score, path) for path in checkpoint_candidates(run_dir) if (score := _progress(path)) is not None]
+    """The checkpoint furthest into training (ties: the newest file), skipping broken ones and,
+    with one warning each, ones that would run code."""
+    scored = []
+    for path in checkpoint_candidates(run_dir):
+        try:
+            score = _progress(path)
+        except UnsafeCheckpoint as unsafe:
+            log.warning(f"skipped checkpoint {unsafe}; runtime.trust_checkpoints=true on the command line loads it")
+            continue
+        if score is not None:
+            scored.append((score, path))
     return max(scored)[1] if scored else None
+
+
+def safe_or_none(path: Path | str) -> Path | str | None:
+    """`path` if it may be loaded (see check_safe), else None after one warning naming it."""
+    try:
+        check_safe(path)
+    except UnsafeCheckpoint as unsafe:
+        log.warning(f"not loading checkpoint {unsafe}; testing the weights in memory instead ({TRUST_KEY}=true loads it)")
+        return None
+    except Exception:  # broken or missing: Lightning's own error says so
+        pass
+    return path

@@ -32,20 +32,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from dtrain.checkpoints import newest_valid_checkpoint
+    from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters
+    from dtrain.checkpoints import TRUST_KEY, newest_valid_checkpoint, safe_or_none, trusting
     from dtrain.data.foreign import data_baselines, data_shapes, foreign_data_warning, is_dtrain_datamodule, use_distributed_sampler
     from dtrain.callbacks.sanity_check import SanityCheckFailure
     from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
 
-    ckpt_path = requeued_checkpoint(run_dir)  # a requeued Slurm job continues where it stopped
-    if cfg.get("resume"):
-        ckpt_path = newest_valid_checkpoint(run_dir)
-        if ckpt_path is None:
-            raise ConfigError("resume", f"{run_dir} holds no valid checkpoint to resume from; start a new run instead")
+    # Checkpoint files that would run code are skipped or refused unless the command line says to trust them.
+    trust = OmegaConf.select(cfg, TRUST_KEY, default=False) is True
+    with trusting(trust):
+        ckpt_path = requeued_checkpoint(run_dir)  # a requeued Slurm job continues where it stopped
+        if cfg.get("resume"):
+            ckpt_path = newest_valid_checkpoint(run_dir)
+            if ckpt_path is None:
+                raise ConfigError("resume", f"{run_dir} holds no valid checkpoint to resume from; start a new run instead")
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir)
 
-    with local_ranks(cfg.trainer, processes, run_dir):
+    with trusting(trust), local_ranks(cfg.trainer, processes, run_dir):
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
         datamodule = instantiate(cfg.data)
@@ -61,6 +65,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
         callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
+        callbacks.append(PlainHyperparameters(cfg))  # checkpoints that load weights-only, whatever the module stores
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
         trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers, use_distributed_sampler=use_distributed_sampler(cfg.trainer, datamodule),
@@ -76,12 +81,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         status = "failed"
         try:
             with net_must_fit_data(cfg, trainer):  # Lightning's sanity check runs the first batch
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
 
             metrics = {}
             if cfg.get("test", True):
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-                (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+                best = safe_or_none(best) if best else None  # a resumed run's best may be a file it did not write
+                (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=not trust)
             metrics = {key: float(value) for key, value in metrics.items()}
             metrics.update({f"baseline/{key}": value for key, value in data_baselines(datamodule).items()})
             status = "success"

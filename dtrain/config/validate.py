@@ -49,6 +49,9 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "trainer.max_steps", allow=(-1,))
     _positive_int(cfg, "trainer.accumulate_grad_batches")
     _positive_int(cfg, "trainer.num_nodes")
+    trust = _value(cfg, "runtime.trust_checkpoints")
+    if trust is not None and not isinstance(trust, bool):
+        raise ConfigError("runtime.trust_checkpoints", f"expected true or false, got {trust!r}")
     path = _value(cfg, "data.path")
     if path is not None and not Path(path).exists():
         raise ConfigError("data.path", f"{path} does not exist; point it at your data or drop the override to use the default")

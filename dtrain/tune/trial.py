@@ -74,7 +74,11 @@ def _copy_without_donor_paths(donor_file: Path, target: Path) -> None:
     forget the donor's paths; the trial's next validation saves a best of its own."""
     import torch
 
-    checkpoint = torch.load(donor_file, map_location="cpu", weights_only=False)
+    from dtrain.checkpoints import load_checkpoint
+
+    # Weights-only (dtrain's own checkpoints load so): a donor file that would run code raises
+    # UnsafeCheckpoint, naming it, instead of running it.
+    checkpoint = load_checkpoint(donor_file)
     for state in checkpoint.get("callbacks", {}).values():
         if isinstance(state, dict) and "best_model_path" in state:
             state.update(best_model_path="", best_model_score=None, best_k_models={}, kth_best_model_path="", last_model_path="")

@@ -1,0 +1,56 @@
+"""Checkpoints keep hyperparameters as plain config, so that they load with `weights_only=True`."""
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+class PlainHyperparameters(Callback):
+    """A module that stores objects with `save_hyperparameters()` (the lightning-hydra-template
+    stores its `net`, an `nn.Module`, and its optimizer partials) would write them into every
+    checkpoint as pickled objects, which torch's weights-only load (Lightning's own, at the test
+    stage) refuses. Each such value is saved instead as the run's config of it (`model.net` of
+    config.yaml, with its `_target_`); plain values stay as they are. `load_from_checkpoint(path,
+    net=...)` still works: the arguments given replace the stored ones."""
+
+    def __init__(self, cfg: DictConfig):
+        # Lightning's keys for the module's and the datamodule's: (values, their type), and the config of each.
+        self.configs = [("hyper_parameters", "hparams_type", cfg.get("model")), ("datamodule_hyper_parameters", "datamodule_hparams_type", cfg.get("data"))]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        for key, type_key, config in self.configs:
+            if key in checkpoint:
+                checkpoint[key] = plain(checkpoint[key], config)
+                checkpoint.pop(type_key, None)  # a DictConfig's class: now a plain dict
+
+
+def plain(value, config=None):
+    """`value` as numbers, strings, tensors and containers of them; any other object as its
+    `config` (a node of the run's config), or its class name when the config has none."""
+    import torch
+
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if OmegaConf.is_config(value):
+        return _container(value)
+    if isinstance(value, dict):
+        return {k: plain(v, _child(config, k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, _child(config, i)) for i, v in enumerate(value)]
+    if OmegaConf.is_config(config):
+        return _container(config)
+    return f"<{type(value).__module__}.{type(value).__qualname__}, not saved>"
+
+
+def _child(config, key):
+    if OmegaConf.is_dict(config) and isinstance(key, str):
+        return config.get(key)
+    if OmegaConf.is_list(config) and isinstance(key, int) and key < len(config):
+        return config[key]
+    return None
+
+
+def _container(config):
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # an interpolation only the run could resolve: keep it as written
+        return OmegaConf.to_container(config, resolve=False)

@@ -1,0 +1,242 @@
+"""A checkpoint file someone planted in a run directory never runs its code: the resume picker
+skips it with one warning and resumes from the newest safe checkpoint, `+model.init_from=` refuses
+it in one line, and the pickles inside sharded (DeepSpeed, torch-DCP) folders are checked before
+their loaders unpickle them fully. Only `runtime.trust_checkpoints=true` on the command line loads
+such a file. dtrain's own checkpoints load weights-only, even from a module that stores its
+`nn.Module` with `save_hyperparameters()`."""
+
+import logging
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dtrain.checkpoints import UnsafeCheckpoint, check_safe, newest_valid_checkpoint
+from tests.conftest import REPO, child_env, dtrain_cli
+
+FIRST_RUN = ("model=mlp", "budget=smoke", "seed=3")  # 3 steps of breast-cancer data (6 a full epoch)
+
+
+class Planted:
+    """Unpickling this creates `marker`: what any code in a checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def plant(path: Path, marker: Path, like: Path | None = None) -> Path:
+    """A checkpoint at `path` (a copy of `like`'s contents, so that a loader taking it gets on
+    with it) claiming the highest step, with code that creates `marker` when unpickled."""
+    checkpoint = torch.load(like, map_location="cpu", weights_only=True) if like else {"state_dict": {}, "loops": {}}
+    torch.save({**checkpoint, "global_step": 10**6, "planted": Planted(marker)}, path)
+    return path
+
+
+def runs_code_when_unpickled(path: Path, marker: Path) -> bool:
+    """The premise, checked: a full (weights_only=False) load of the file, as the loaders before
+    this fix did, does create the marker (which is then removed again)."""
+    assert not marker.exists()
+    torch.load(path, map_location="cpu", weights_only=False)
+    ran = marker.exists()
+    marker.unlink(missing_ok=True)
+    return ran
+
+
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=child_env(WANDB_MODE="offline"),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def finished_run(train, tmp_path) -> Path:
+    """A real run of 3 steps whose last.ckpt is kept as step3.ckpt, and a planted last.ckpt in its place."""
+    _, run_dir = train(*FIRST_RUN, run_dir=tmp_path / "run")
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / "last.ckpt").rename(checkpoints / "step3.ckpt")
+    plant(checkpoints / "last.ckpt", tmp_path / "marker", like=checkpoints / "step3.ckpt")
+    return run_dir
+
+
+def test_resume_skips_a_planted_checkpoint_and_continues_from_the_newest_safe_one(finished_run, tmp_path):
+    marker, planted = tmp_path / "marker", finished_run / "checkpoints" / "last.ckpt"
+    assert runs_code_when_unpickled(planted, marker)
+    # Whoever planted the file may have edited config.yaml too: a saved trust is not trust.
+    config = finished_run / "config.yaml"
+    config.write_text(config.read_text().replace("trust_checkpoints: false", "trust_checkpoints: true"))
+    assert "trust_checkpoints: true" in config.read_text()
+
+    resumed = cli(f"resume={finished_run}", "trainer.max_steps=6", cwd=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists(), "the planted checkpoint ran its code"
+    warnings = [line for line in (resumed.stdout + resumed.stderr).splitlines() if str(planted) in line]
+    assert len(warnings) == 1 and "would run code" in warnings[0] and "runtime.trust_checkpoints=true" in warnings[0], warnings
+    run_log = (finished_run / "run.log").read_text()
+    assert f"Restoring states from the checkpoint path at {finished_run / 'checkpoints' / 'step3.ckpt'}" in run_log
+    assert torch.load(planted, map_location="cpu", weights_only=True)["global_step"] == 6  # the run's own last.ckpt again
+
+
+def test_trust_checkpoints_on_the_command_line_loads_the_planted_file(finished_run, tmp_path):
+    marker = tmp_path / "marker"
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    resumed = cli(f"resume={copy}", "trainer.max_steps=6", "runtime.trust_checkpoints=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert marker.exists(), "runtime.trust_checkpoints=true must load the file fully"
+    assert "would run code" not in resumed.stdout + resumed.stderr
+
+
+def test_init_from_refuses_a_planted_checkpoint_in_one_line(tmp_path):
+    marker = tmp_path / "marker"
+    planted = plant(tmp_path / "planted.ckpt", marker)
+    assert runs_code_when_unpickled(planted, marker)
+    refused = dtrain_cli(*FIRST_RUN, "logger=[csv]", f"+model.init_from={planted}", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = refused.stderr.strip().splitlines()
+    assert lines[-1].startswith("dtrain: error: model.init_from: refused:") and str(planted) in lines[-1], lines[-3:]
+    assert "Traceback" not in refused.stderr and "runtime.trust_checkpoints=true" in lines[-1]
+    assert not marker.exists()
+
+
+def test_init_from_with_trust_loads_the_file(tmp_path):
+    marker = tmp_path / "marker"
+    planted = plant(tmp_path / "planted.ckpt", marker)
+    done = dtrain_cli(*FIRST_RUN, "logger=[csv]", f"+model.init_from={planted}", "runtime.trust_checkpoints=true", cwd=tmp_path)
+    assert marker.exists(), done.stderr[-2000:]
+    assert done.returncode == 2 and "holds no weight matching" in done.stderr  # it was opened: it has no weights
+
+
+def test_trust_must_be_a_boolean(tmp_path):
+    refused = dtrain_cli(*FIRST_RUN, "runtime.trust_checkpoints=yes", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == "dtrain: error: runtime.trust_checkpoints: expected true or false, got 'yes'"
+
+
+# Sharded checkpoints: the pickles their own loaders open with weights_only=False.
+
+def test_deepspeed_folder_with_a_planted_state_file_is_skipped(tmp_path, caplog):
+    marker = tmp_path / "marker"
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints" / "last.ckpt"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "latest").write_text("checkpoint")
+    states = plant(folder / "checkpoint" / "mp_rank_00_model_states.pt", marker)
+    assert runs_code_when_unpickled(states, marker)  # as DeepSpeed's TorchCheckpointEngine loads it
+    with caplog.at_level(logging.WARNING):
+        assert newest_valid_checkpoint(run_dir) is None
+    warnings = [r.getMessage() for r in caplog.records if "would run code" in r.getMessage()]
+    assert len(warnings) == 1 and str(states) in warnings[0], warnings
+    assert not marker.exists()
+
+
+def dcp_checkpoint(folder: Path, extra: dict | None = None) -> None:
+    """A torch-DCP checkpoint as Lightning's ModelParallelStrategy writes one: the module's and
+    the optimizer's state (its param_groups are non-tensor items, pickled)."""
+    import torch.distributed.checkpoint as dcp
+
+    net = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    net(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    state = {"state_dict": net.state_dict(), "optimizer_0": optimizer.state_dict(), **(extra or {})}
+    dcp.save(state, checkpoint_id=folder, no_dist=True)
+
+
+def test_dcp_folder_is_checked_item_by_item(tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    clean = tmp_path / "clean.ckpt"
+    dcp_checkpoint(clean)
+    check_safe(clean)  # dtrain's own kind passes
+
+    marker = tmp_path / "marker"
+    planted = tmp_path / "planted.ckpt"
+    dcp_checkpoint(planted, {"planted": Planted(marker)})
+    with pytest.raises(UnsafeCheckpoint, match="planted"):
+        check_safe(planted)
+    assert not marker.exists()
+    dcp.load({"planted": None}, checkpoint_id=planted, no_dist=True)  # torch-DCP's own loader runs it
+    assert marker.exists()
+
+
+def test_dcp_metadata_that_would_run_code_is_refused(tmp_path):
+    folder = tmp_path / "last.ckpt"
+    dcp_checkpoint(folder)
+    marker = tmp_path / "marker"
+    import pickle
+
+    (folder / ".metadata").write_bytes(pickle.dumps(Planted(marker)))
+    with pytest.raises(UnsafeCheckpoint, match="metadata"):
+        check_safe(folder)
+    assert not marker.exists()
+
+
+# A module in the lightning-hydra-template's manner: save_hyperparameters() keeps its net (an
+# nn.Module) and its optimizer partial, and configure_optimizers reads them from self.hparams.
+TEMPLATE = '''
+import lightning as L
+import torch
+from torch import nn
+
+
+class TemplateModule(L.LightningModule):
+    def __init__(self, net: nn.Module, optimizer, scheduler=None, compile: bool = False):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+    def _loss(self, batch):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self._loss(batch))
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/loss", self._loss(batch))
+
+    def configure_optimizers(self):
+        return self.hparams.optimizer(params=self.parameters())
+'''
+
+
+def test_template_module_storing_its_net_trains_tests_and_loads_weights_only(train, tmp_path, monkeypatch):
+    (tmp_path / "code" / "my_template").mkdir(parents=True)
+    (tmp_path / "code" / "my_template" / "__init__.py").write_text(textwrap.dedent(TEMPLATE))
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    # A whole (short) epoch, so validation writes a best checkpoint that the test stage loads.
+    metrics, run_dir = train("model=mlp", "budget=smoke", "+trainer.limit_train_batches=3",
+                             "model._target_=my_template.TemplateModule")
+    assert "test/loss" in metrics
+
+    from my_template import TemplateModule
+
+    from dtrain.nets.mlp import MLP
+
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    for path in (best, run_dir / "checkpoints" / "last.ckpt"):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        assert saved["hyper_parameters"]["net"]["_target_"] == "dtrain.nets.mlp.MLP"
+        assert saved["hyper_parameters"]["optimizer"]["_target_"] == "torch.optim.AdamW"
+    net_config = {k: v for k, v in saved["hyper_parameters"]["net"].items() if k != "_target_"}
+    loaded = TemplateModule.load_from_checkpoint(best, net=MLP(**net_config))
+    for name, value in torch.load(best, map_location="cpu", weights_only=True)["state_dict"].items():
+        assert torch.equal(loaded.state_dict()[name], value), name
