@@ -4,6 +4,12 @@ strategy and precision, the fit against the device, and the strategy to choose; 
 The net is built on the meta device (no memory, no time); FLOPs and saved activations are
 counted by running one sample through it there (FLOP counting on real CPU tensors misses
 scaled-dot-product attention).
+
+A user's own LightningModule (`model._target_=...`) is built whole and its `forward` counted; a
+plain LightningDataModule (`data._target_=...`, no dtrain `shapes` or `train_set`) lends the
+first tensor of its first training batch as the input and that batch's size as the micro-batch
+of every device (Lightning's sampler splits the data, not the batch); one warning line says so,
+and what the plan could not learn from it.
 """
 
 import sys
@@ -182,16 +188,71 @@ def _count(net, sample, weight_dtype, mixed: bool, batch: int) -> tuple[float, f
     return float(counter.get_total_flops()), float(sum(saved.values()))
 
 
-def _meta_saved(net, sample, weight_dtype, mixed) -> tuple[float | None, float | None, float]:
+def _meta_saved(net, sample, weight_dtype, mixed) -> tuple[float | None, float | None, float, str]:
     """(FLOPs per sample, saved bytes per sample, saved bytes per step whatever the batch: the
-    low-precision copies of the weights that mixed precision keeps for backward)."""
+    low-precision copies of the weights that mixed precision keeps for backward, and why the
+    first two are unknown where they are)."""
+    if sample is None:
+        return None, None, 0.0, ""
     try:
         flops1, saved1 = _count(net, sample, weight_dtype, mixed, 1)
         flops2, saved2 = _count(net, sample, weight_dtype, mixed, 2)
-        return flops2 - flops1, saved2 - saved1, max(0.0, 2 * saved1 - saved2)
+        return flops2 - flops1, saved2 - saved1, max(0.0, 2 * saved1 - saved2), ""
     except Exception as error:  # a net whose input is not the sample's first tensor
-        print(f"plan: could not run the net on one sample ({type(error).__name__}: {error}); FLOPs and activations unknown", file=sys.stderr)
-        return None, None, 0.0
+        return None, None, 0.0, f"could not run the net on one sample ({_first_line(error)}), so FLOPs and activations unknown"
+
+
+def _first_line(error: Exception) -> str:
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
+def _first_tensor(batch):
+    """The first tensor of a batch as a loader gives it (a tensor, a tuple or list, a dict)."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _sample(datamodule, cfg: DictConfig, devices: int) -> tuple[object, int, list[str]]:
+    """(one training sample or None, the micro-batch per device, what the plan cannot know).
+
+    dtrain's datamodules give their `train_set` and split the global `data.batch_size` over the
+    ranks; any other gives its first training batch, whose size every rank loads."""
+    from dtrain.data.base import per_device_batch
+    from dtrain.data.foreign import is_dtrain_datamodule
+
+    if is_dtrain_datamodule(datamodule):
+        datamodule.setup("fit")
+        sample = datamodule.train_set[0]
+        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+        micro = per_device_batch(cfg.data.batch_size, devices, int(cfg.trainer.get("accumulate_grad_batches", 1)))
+        return sample, micro, []
+    try:  # no prepare_data: a plan downloads nothing
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        first = _first_tensor(next(iter(loader)))
+        if first is None:
+            raise ValueError("its first training batch holds no tensor")
+    except Exception as error:
+        micro = getattr(datamodule, "batch_size", None)
+        micro = micro if isinstance(micro, int) and micro > 0 else 1
+        return None, micro, [
+            f"no training batch ({_first_line(error)}), so FLOPs and activations unknown"
+            f"{'' if micro > 1 else ' and a micro-batch of 1 assumed'}"
+        ]
+    micro = loader.batch_size if isinstance(getattr(loader, "batch_size", None), int) else len(first)
+    return first[0], micro, [
+        f"the first tensor of its first training batch taken as the net's input and that batch's size "
+        f"({micro}) as each device's micro-batch (data.batch_size is not split over ranks)"
+    ]
 
 
 def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
@@ -199,28 +260,38 @@ def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
+    from dtrain.config.user_targets import leave_out_foreign_keys
     from dtrain.config.validate import _device_count, uses_gpu
-    from dtrain.data.base import per_device_batch
-
-    with open_dict(cfg):
-        cfg.paths.run_dir = None  # a plan is no run: a datamodule saves nothing (a learned BPE)
-    datamodule = instantiate(cfg.data)
-    with open_dict(cfg):
-        cfg.shapes = datamodule.shapes
-    datamodule.setup("fit")
-    sample = datamodule.train_set[0]
-    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    precision = str(cfg.trainer.precision)
-    weight, act_bytes, mixed = _precision(precision)
-    dtype = {8: torch.float64, 4: torch.float32, 2: torch.bfloat16}[weight if not mixed else 4]
-    with torch.device("meta"):
-        net = instantiate(cfg.model.net).to(dtype)
-    params = sum(p.numel() for p in net.parameters())
-    flops, act, fixed = _meta_saved(net, sample, dtype, mixed)
+    from dtrain.data.foreign import data_shapes, is_dtrain_datamodule
+    from dtrain.train import net_must_fit_data
 
     trainer = cfg.trainer
     gpu = uses_gpu(trainer)
     devices = _device_count(trainer.get("devices", 1), torch.cuda.device_count() if gpu else 1) * int(trainer.get("num_nodes", 1))
+
+    leave_out_foreign_keys(cfg)  # dtrain's default keys beside a user's own _target_, as a run does
+    with open_dict(cfg):
+        cfg.paths.run_dir = None  # a plan is no run: a datamodule saves nothing (a learned BPE)
+    datamodule = instantiate(cfg.data)
+    with open_dict(cfg):
+        cfg.shapes = data_shapes(datamodule)
+    leave_out_foreign_keys(cfg, cfg.shapes)
+    sample, micro, unknown = _sample(datamodule, cfg, devices)
+    precision = str(cfg.trainer.precision)
+    weight, act_bytes, mixed = _precision(precision)
+    dtype = {8: torch.float64, 4: torch.float32, 2: torch.bfloat16}[weight if not mixed else 4]
+    own_module = not str(cfg.model.get("_target_", "")).startswith("dtrain.")
+    with net_must_fit_data(cfg), torch.device("meta"):  # a net the data gives no shapes for: one line
+        net = instantiate(cfg.model if own_module else cfg.model.net).to(dtype)  # a user's module: its forward
+    params = sum(p.numel() for p in net.parameters())
+    flops, act, fixed, failed = _meta_saved(net, sample, dtype, mixed)
+    if own_module and "optimizer" not in cfg.model:
+        unknown.append("its optimizer taken for Adam (no model.optimizer)")
+    notes = unknown + ([failed] if failed else [])
+    if notes:  # one line: what this plan could not know
+        foreign = "" if is_dtrain_datamodule(datamodule) else f"data={cfg.data._target_} is not a dtrain DataModule: "
+        print(f"plan: {foreign}{'; '.join(notes)}", file=sys.stderr)
+
     kind = strategy_kind(trainer)
     strategy = trainer.strategy
     stage = 0 if isinstance(strategy, str) else int(strategy.get("stage", 0) or 0)
@@ -228,7 +299,6 @@ def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
     off_p = not isinstance(strategy, str) and bool(strategy.get("offload_parameters"))
     if kind in ("auto", "single_device") and devices > 1:
         kind = "ddp"
-    micro = per_device_batch(cfg.data.batch_size, devices, int(trainer.get("accumulate_grad_batches", 1)))
     states = _optimizer_states(cfg)
     device, host = memory(params, (act or 0.0) * micro + fixed, kind, stage, off_o, off_p, devices, precision, states)
     if device_memory_gib:
