@@ -34,6 +34,66 @@ def write_class_folders(root, files_per_class: int = 4):
     return sorted(words)
 
 
+def test_both_tokenizers_share_one_interface(tmp_path):
+    from dtrain.data.tokenizer import ByteTokenizer, BytePairTokenizer
+
+    text = "Grüße, naïve café\n\tend"
+    learned = BytePairTokenizer((PROSE * 50) * 5, 300)
+    for tokenizer in (ByteTokenizer(), learned):
+        ids = tokenizer.encode(text.encode())
+        assert ids.dtype == torch.long and tokenizer.decode(ids) == text and torch.equal(tokenizer.encode(text), ids)
+        assert tokenizer.encode(b"").tolist() == []  # an empty file is no error
+        assert tokenizer.mask_token not in ids.tolist() and tokenizer.mask_token < tokenizer.mlm_vocab_size
+        tokenizer.save(tmp_path / "tokenizer.json")
+        again = type(tokenizer).load(tmp_path / "tokenizer.json")
+        assert torch.equal(again.encode(text), ids) and again.vocab_size == tokenizer.vocab_size
+    assert ByteTokenizer().encode(b"\x00\xff").tolist() == [0, 255] and ByteTokenizer().vocab_size == 256
+
+
+def test_learned_bpe_is_cached_by_text_and_vocabulary_size(tmp_path, monkeypatch):
+    """A second run on the same training text and vocab_size loads the BPE the first learned
+    (from paths.cache_dir), and encodes the same; another vocab_size is learned and kept apart."""
+    from hydra.utils import instantiate
+
+    from dtrain.config.compose import compose
+    from dtrain.data.tokenizer import BPE_CACHE, BytePairTokenizer
+
+    (tmp_path / "corpus.txt").write_text((PROSE * 20 + "def f(self):\n    return self.x\n\n") * 10)
+    cache = tmp_path / "cache"
+    learned = []
+    learn = BytePairTokenizer.__init__
+    monkeypatch.setattr(BytePairTokenizer, "__init__", lambda self, text, size: (learned.append(size), learn(self, text, size))[1])
+
+    def splits(name: str, vocab_size: int):
+        overrides = ["data=text_bpe", f"data.path={tmp_path / 'corpus.txt'}", f"data.vocab_size={vocab_size}", f"paths.cache_dir={cache}"]
+        data = instantiate(compose(overrides, run_dir=tmp_path / name).data)
+        result = data.splits, data.shapes["vocab_size"]
+        assert (tmp_path / name / "tokenizer.json").is_file()  # the run still keeps its own
+        return result
+
+    first, size = splits("run1", 300)
+    assert learned == [300] and size == 300 and len(list((cache / BPE_CACHE).glob("*.json"))) == 1
+    second, _ = splits("run2", 300)
+    assert learned == [300]  # loaded, not learned again
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    other, size = splits("run3", 280)
+    assert learned == [300, 280] and size == 280 and len(list((cache / BPE_CACHE).glob("*.json"))) == 2
+    splits("run4", 280)
+    assert learned == [300, 280]
+
+
+def test_text_classes_as_bytes_keeps_empty_files(tmp_path):
+    """An empty file (a package's __init__.py) gives no snippets; it used to stop `tokenizer=bytes`."""
+    from dtrain.data.text_classes import TextClassesDataModule
+
+    write_class_folders(tmp_path)
+    (tmp_path / "animals" / "empty.txt").write_text("")
+    data = TextClassesDataModule(path=str(tmp_path), pattern="*.txt", block_size=16, tokenizer="bytes", val_fraction=0.25, test_fraction=0.25)
+    assert data.shapes["vocab_size"] == 256 and data.shapes["mlm_vocab_size"] == 257
+    snippets, labels = data.splits[0]
+    assert snippets.shape[1] == 16 and set(labels.tolist()) == {0, 1, 2}
+
+
 def test_text_classes_split_files_not_snippets(tmp_path):
     from dtrain.data.text_classes import TextClassesDataModule
 

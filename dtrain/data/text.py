@@ -1,7 +1,6 @@
 """Text for language models: a user's file or folder, or the Python standard library's sources."""
 
 import math
-import sysconfig
 from pathlib import Path
 
 import torch
@@ -9,25 +8,19 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens, run_bpe
+from dtrain.data.sources import source_files, stdlib_dir
+from dtrain.data.tokenizer import ByteTokenizer, check_tokenizer, make_tokenizer
 
-BYTES = 256
-TOKENIZERS = ("bytes", "bpe")
-
-
-def stdlib_dir() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
+# Sub-folders of a corpus folder that are not its own text (tests, caches, vendored packages, the stdlib's demos).
+SKIP = frozenset({"site-packages", "test", "tests", "__pycache__", "idlelib", "turtledemo"})
 
 
 def read_corpus(path: Path, pattern: str, max_bytes: int) -> bytes:
     """A file's bytes, or a folder's matching files (sorted, so the corpus is reproducible)."""
     if path.is_file():
         return path.read_bytes()[:max_bytes]
-    skip = {"site-packages", "test", "tests", "__pycache__", "idlelib", "turtledemo"}
     chunks, size = [], 0
-    for file in sorted(path.rglob(pattern)):
-        if not file.is_file() or skip.intersection(file.relative_to(path).parts[:-1]):
-            continue
+    for file in source_files(path, pattern, SKIP):
         data = file.read_bytes()
         chunks.append(data)
         size += len(data) + 1
@@ -54,8 +47,9 @@ class TextDataModule(DataModule):
     """A corpus cut into train/val/test text in order (the last `val_fraction` and
     `test_fraction` held out), tokenized as raw bytes (`tokenizer=bytes`: 256 ids, bits per token
     are bits per character) or by a byte-level BPE of `vocab_size` ids trained on the training
-    text (`tokenizer=bpe`), saved as `run_dir`/tokenizer.json and reused from there when the run
-    is resumed or evaluated (the config gives `run_dir: ${paths.run_dir}`)."""
+    text (`tokenizer=bpe`; learned once per text and size, kept under `cache_dir`), saved as
+    `run_dir`/tokenizer.json and reused from there when the run is resumed or evaluated (the
+    config gives `run_dir: ${paths.run_dir}` and `cache_dir: ${paths.cache_dir}`)."""
 
     def __init__(
         self,
@@ -71,16 +65,17 @@ class TextDataModule(DataModule):
         num_workers: int = 0,
         seed: int = 0,
         run_dir: str | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if tokenizer not in TOKENIZERS:
-            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        self.tokenizer_name = check_tokenizer(tokenizer)
         self.path = Path(path) if path is not None else stdlib_dir()
-        self.run_dir = run_dir
+        self.run_dir, self.cache_dir = run_dir, cache_dir
         self.pattern, self.max_bytes, self.block_size = pattern, max_bytes, block_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.tokenizer_name, self.bpe_vocab_size = tokenizer, vocab_size
-        self.tokenizer: BytePairTokenizer | None = None
+        self.bpe_vocab_size = vocab_size
+        # Bytes are known now; a BPE is learned from the training text, with the splits.
+        self.tokenizer = ByteTokenizer() if tokenizer == "bytes" else None
         self._splits: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _corpus(self) -> bytes:
@@ -100,22 +95,17 @@ class TextDataModule(DataModule):
             n_val, n_test = math.ceil(n * self.val_fraction), math.ceil(n * self.test_fraction)
             n_train = n - n_val - n_test
             pieces = corpus[:n_train], corpus[n_train : n_train + n_val], corpus[n_train + n_val :]
-            if self.tokenizer_name == "bytes":
-                self._splits = tuple(byte_tokens(piece) for piece in pieces)
-            else:
-                texts = [piece.decode("utf-8", errors="replace") for piece in pieces]
-                self.tokenizer = run_bpe(lambda: texts[0], self.bpe_vocab_size, self.run_dir)
-                self._splits = tuple(self.tokenizer.encode(text) for text in texts)
+            training_text = lambda: pieces[0].decode("utf-8", errors="replace")  # noqa: E731
+            self.tokenizer = make_tokenizer(self.tokenizer_name, self.bpe_vocab_size, training_text, self.run_dir, self.cache_dir)
+            self._splits = tuple(self.tokenizer.encode(piece) for piece in pieces)
         return self._splits
 
     @property
     def shapes(self) -> dict[str, int]:
-        if self.tokenizer_name == "bytes":
-            # Masked-LM nets need one more token id than the bytes: the mask.
-            return {"vocab_size": BYTES, "block_size": self.block_size, "mask_token": BYTES, "mlm_vocab_size": BYTES + 1}
-        self.splits  # trains the tokenizer
-        vocab = self.tokenizer.vocab_size
-        return {"vocab_size": vocab, "block_size": self.block_size, "mask_token": self.tokenizer.mask_token, "mlm_vocab_size": vocab}
+        if self.tokenizer is None:
+            self.splits  # learns the BPE
+        tokenizer = self.tokenizer
+        return {"vocab_size": tokenizer.vocab_size, "block_size": self.block_size, "mask_token": tokenizer.mask_token, "mlm_vocab_size": tokenizer.mlm_vocab_size}
 
     @property
     def baselines(self) -> dict[str, float]:

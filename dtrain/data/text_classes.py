@@ -9,11 +9,12 @@ from torch.utils.data import TensorDataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.text import BYTES, TOKENIZERS, stdlib_dir
-from dtrain.data.tokenizer import BytePairTokenizer, byte_tokens, run_bpe
+from dtrain.data.sources import source_files, stdlib_dir
+from dtrain.data.tokenizer import ByteTokenizer, check_tokenizer, make_tokenizer
 
 # Packages every Python >= 3.11 ships with at least five source files outside its tests.
 STDLIB_PACKAGES = ["asyncio", "email", "importlib", "multiprocessing", "xml", "unittest", "ctypes", "urllib", "http", "json"]
+SKIP = frozenset({"test", "tests", "__pycache__"})  # sub-folders whose files are no class's own text
 
 
 class TextClassesDataModule(DataModule):
@@ -21,7 +22,8 @@ class TextClassesDataModule(DataModule):
 
     Files, not snippets, are split (per class, so every class has validation and test files):
     a test snippet never comes from a file seen in training. The tokenizer (`bytes`, or `bpe`
-    learned from the training files, saved in and reused from `run_dir`) is the one `data=text` uses.
+    learned from the training files, kept under `cache_dir`, saved in and reused from `run_dir`)
+    is made as `data=text` makes it.
     """
 
     def __init__(
@@ -39,19 +41,20 @@ class TextClassesDataModule(DataModule):
         num_workers: int = 0,
         seed: int = 0,
         run_dir: str | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__(batch_size, num_workers, seed)
-        if tokenizer not in TOKENIZERS:
-            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        self.tokenizer_name = check_tokenizer(tokenizer)
         self.path = Path(path) if path is not None else stdlib_dir()
-        self.run_dir = run_dir
+        self.run_dir, self.cache_dir = run_dir, cache_dir
         if not self.path.is_dir():
             raise ConfigError("data.path", f"{self.path} is not a folder; give a folder of class folders of text files")
         self.classes = list(classes) if classes else (STDLIB_PACKAGES if path is None else self._class_folders())
         self.pattern, self.block_size = pattern, block_size
-        self.tokenizer_name, self.bpe_vocab_size = tokenizer, vocab_size
+        self.bpe_vocab_size = vocab_size
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.tokenizer: BytePairTokenizer | None = None
+        # Bytes are known now; a BPE is learned from the training files, with the splits.
+        self.tokenizer = ByteTokenizer() if tokenizer == "bytes" else None
         self._splits: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _class_folders(self) -> list[str]:
@@ -62,10 +65,7 @@ class TextClassesDataModule(DataModule):
 
     def _files(self, name: str) -> list[Path]:
         folder = self.path / name
-        skip = {"test", "tests", "__pycache__"}
-        files = sorted(
-            f for f in folder.rglob(self.pattern) if f.is_file() and not skip.intersection(f.relative_to(folder).parts[:-1]) and not f.name.startswith("test")
-        )
+        files = [f for f in source_files(folder, self.pattern, SKIP) if not f.name.startswith("test")]
         if len(files) < 3:
             raise ConfigError("data.classes", f"class {name!r} has {len(files)} files matching {self.pattern!r} in {folder}; each class needs at least 3 (train, val, test)")
         return files
@@ -85,10 +85,10 @@ class TextClassesDataModule(DataModule):
                 split.extend((f, label) for f in part)
         return splits
 
-    def _snippets(self, files: list[tuple[Path, int]], encode) -> tuple[torch.Tensor, torch.Tensor]:
+    def _snippets(self, files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         blocks, labels = [], []
         for file, label in files:
-            tokens = encode(file.read_bytes())
+            tokens = self.tokenizer.encode(file.read_bytes())
             count = len(tokens) // self.block_size
             blocks.append(tokens[: count * self.block_size].view(count, self.block_size))
             labels += [label] * count
@@ -99,13 +99,10 @@ class TextClassesDataModule(DataModule):
         """(snippets, labels) of train, val and test."""
         if self._splits is None:
             files = self._split_files()
-            if self.tokenizer_name == "bytes":
-                encode = byte_tokens
-            else:
-                training_text = lambda: "\n".join(f.read_text(encoding="utf-8", errors="replace") for f, _ in files[0])  # noqa: E731
-                self.tokenizer = run_bpe(training_text, self.bpe_vocab_size, self.run_dir)
-                encode = lambda data: self.tokenizer.encode(data.decode("utf-8", errors="replace"))  # noqa: E731
-            self._splits = [self._snippets(split, encode) for split in files]
+            # read_text, not the bytes the snippets are cut from: universal newlines, as the BPE always learned
+            training_text = lambda: "\n".join(f.read_text(encoding="utf-8", errors="replace") for f, _ in files[0])  # noqa: E731
+            self.tokenizer = make_tokenizer(self.tokenizer_name, self.bpe_vocab_size, training_text, self.run_dir, self.cache_dir)
+            self._splits = [self._snippets(split) for split in files]
             for name, (_, labels) in zip(("train", "val", "test"), self._splits):
                 if len(labels.unique()) < len(self.classes):
                     raise ConfigError("data.block_size", f"some class has no {name} file of {self.block_size} tokens or more; use a smaller block_size")
@@ -113,18 +110,16 @@ class TextClassesDataModule(DataModule):
 
     @property
     def shapes(self) -> dict[str, int]:
-        if self.tokenizer_name == "bytes":  # the mask is one id past the bytes
-            vocab, mask, mlm_vocab = BYTES, BYTES, BYTES + 1
-        else:
-            self.splits  # trains the tokenizer
-            vocab, mask, mlm_vocab = self.tokenizer.vocab_size, self.tokenizer.mask_token, self.tokenizer.vocab_size
+        if self.tokenizer is None:
+            self.splits  # learns the BPE
+        tokenizer = self.tokenizer
         return {
-            "vocab_size": vocab,
+            "vocab_size": tokenizer.vocab_size,
             "block_size": self.block_size,
             "num_classes": len(self.classes),
             "num_outputs": len(self.classes),
-            "mask_token": mask,
-            "mlm_vocab_size": mlm_vocab,
+            "mask_token": tokenizer.mask_token,
+            "mlm_vocab_size": tokenizer.mlm_vocab_size,
         }
 
     @property
