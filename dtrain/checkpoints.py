@@ -52,6 +52,8 @@ def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
     UnsafeCheckpoint for a file that would run code, torch's own error for a broken one."""
     import torch
 
+    if mmap and not _zip_format(path):
+        mmap = False  # torch maps only its zip format; an old-format pickle is read (and checked) whole
     if trusted():
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     try:
@@ -62,9 +64,18 @@ def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
         raise UnsafeCheckpoint(Path(path), _refused_global(str(error))) from None
 
 
+def _zip_format(path: Path | str) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
 def _refused_global(message: str) -> str:
     found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-    return f"it calls {found.group(1)}" if found else message.rsplit("WeightsUnpickler error: ", 1)[-1].split("\n", 1)[0].strip()
+    return f"it names {found.group(1)}" if found else message.rsplit("WeightsUnpickler error: ", 1)[-1].split("\n", 1)[0].strip()
 
 
 def check_safe(path: Path | str) -> None:
@@ -200,6 +211,7 @@ def safe_or_none(path: Path | str) -> Path | str | None:
     except UnsafeCheckpoint as unsafe:
         log.warning(f"not loading checkpoint {unsafe}; testing the weights in memory instead ({TRUST_KEY}=true loads it)")
         return None
-    except Exception:  # broken or missing: Lightning's own error says so
-        pass
+    except Exception as error:  # broken: it could not be checked, so it is not loaded either
+        log.warning(f"not loading checkpoint {path}, which does not load ({type(error).__name__}); testing the weights in memory instead")
+        return None
     return path

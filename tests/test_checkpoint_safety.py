@@ -122,6 +122,19 @@ def test_trust_must_be_a_boolean(tmp_path):
     assert refused.stderr.strip().splitlines()[-1] == "dtrain: error: runtime.trust_checkpoints: expected true or false, got 'yes'"
 
 
+def test_an_old_format_pickle_is_checked_too(tmp_path, caplog):
+    """torch maps only its zip format into memory; a file in the old format is still checked."""
+    marker = tmp_path / "marker"
+    planted = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "loops": {}, "global_step": 1, "planted": Planted(marker)}, planted, _use_new_zipfile_serialization=False)
+    assert runs_code_when_unpickled(planted, marker)
+    with caplog.at_level(logging.WARNING):
+        assert newest_valid_checkpoint(tmp_path / "run") is None
+    assert [r.getMessage() for r in caplog.records if str(planted) in r.getMessage()], "skipped without a word"
+    assert not marker.exists()
+
+
 # Sharded checkpoints: the pickles their own loaders open with weights_only=False.
 
 def test_deepspeed_folder_with_a_planted_state_file_is_skipped(tmp_path, caplog):
@@ -240,3 +253,9 @@ def test_template_module_storing_its_net_trains_tests_and_loads_weights_only(tra
     loaded = TemplateModule.load_from_checkpoint(best, net=MLP(**net_config))
     for name, value in torch.load(best, map_location="cpu", weights_only=True)["state_dict"].items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_help_names_the_trust_switch(tmp_path):
+    shown = dtrain_cli("--help", cwd=tmp_path, timeout=120)
+    assert shown.returncode == 0
+    assert any(line.strip().startswith("runtime.trust_checkpoints=true") for line in shown.stdout.splitlines())

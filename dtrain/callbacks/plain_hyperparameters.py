@@ -26,26 +26,37 @@ class PlainHyperparameters(Callback):
 def plain(value, config=None):
     """`value` as numbers, strings, tensors and containers of them; any other object as its
     `config` (a node of the run's config), or its class name when the config has none."""
+    import numbers
+    import os
+
     import torch
 
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
         return value
+    if isinstance(value, numbers.Number):  # numpy's scalars
+        return value.item() if hasattr(value, "item") else value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if OmegaConf.is_config(value):
         return _container(value)
     if isinstance(value, dict):
         return {k: plain(v, _child(config, k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v, _child(config, i)) for i, v in enumerate(value)]
+        items = [plain(v, _child(config, i)) for i, v in enumerate(value)]
+        return tuple(items) if type(value) is tuple else items
     if OmegaConf.is_config(config):
         return _container(config)
     return f"<{type(value).__module__}.{type(value).__qualname__}, not saved>"
 
 
 def _child(config, key):
-    if OmegaConf.is_dict(config) and isinstance(key, str):
-        return config.get(key)
-    if OmegaConf.is_list(config) and isinstance(key, int) and key < len(config):
-        return config[key]
+    try:
+        if OmegaConf.is_dict(config) and isinstance(key, str):
+            return config.get(key)
+        if OmegaConf.is_list(config) and isinstance(key, int) and key < len(config):
+            return config[key]
+    except Exception:  # a value whose interpolation fails: it has no config to save
+        pass
     return None
 
 
