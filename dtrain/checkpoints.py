@@ -185,6 +185,9 @@ def _progress(path: Path) -> tuple[int, float] | None:
         return None
 
 
+_warned: set[Path] = set()
+
+
 def checkpoint_candidates(run_dir: Path) -> list[Path]:
     return [*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
 
@@ -197,7 +200,9 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
         try:
             score = _progress(path)
         except UnsafeCheckpoint as unsafe:
-            log.warning(f"skipped checkpoint {unsafe}; runtime.trust_checkpoints=true on the command line loads it")
+            if path not in _warned:  # once per process: a run may look for its checkpoint twice
+                _warned.add(path)
+                log.warning(f"skipped checkpoint {unsafe}; {TRUST_KEY}=true on the command line loads it")
             continue
         if score is not None:
             scored.append((score, path))

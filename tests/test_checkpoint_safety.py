@@ -152,6 +152,26 @@ def test_deepspeed_folder_with_a_planted_state_file_is_skipped(tmp_path, caplog)
     assert not marker.exists()
 
 
+def test_deepspeed_states_with_its_own_data_classes_pass(tmp_path):
+    """DeepSpeed pickles a loss scaler, the ZeRO stage and fragment addresses into its optimizer
+    states (seen in a real deepspeed_zero2 checkpoint): those, and only those, are let through."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    folder = tmp_path / "last.ckpt"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "latest").write_text("checkpoint")
+    states = {"loss_scaler": LossScaler(1.0), "zero_stage": ZeroStageEnum.gradients,
+              "param_slice_mappings": [{"net.weight": fragment_address(numel=4, start=0)}], "optimizer_state_dict": {"state": {}}}
+    torch.save({"optimizer_state_dict": states, "ds_version": "0.19"}, folder / "checkpoint" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    check_safe(folder)
+    torch.save({"module": torch.nn.Linear(2, 2)}, folder / "checkpoint" / "mp_rank_00_model_states.pt")  # a whole module: code
+    with pytest.raises(UnsafeCheckpoint, match="mp_rank_00_model_states.pt"):
+        check_safe(folder)
+
+
 def dcp_checkpoint(folder: Path, extra: dict | None = None) -> None:
     """A torch-DCP checkpoint as Lightning's ModelParallelStrategy writes one: the module's and
     the optimizer's state (its param_groups are non-tensor items, pickled)."""
