@@ -96,6 +96,31 @@ def test_trust_checkpoints_on_the_command_line_loads_the_planted_file(finished_r
     assert "would run code" not in resumed.stdout + resumed.stderr
 
 
+def test_a_planted_best_checkpoint_is_not_loaded_for_the_test_stage(train, tmp_path, caplog):
+    """A safe checkpoint can still name another file as the best one: Lightning restores that
+    path and the test stage would load it (a DeepSpeed or DCP folder's loader fully)."""
+    from dtrain.__main__ import resume
+
+    marker = tmp_path / "marker"
+    _, run_dir = train(*FIRST_RUN, run_dir=tmp_path / "run")
+    checkpoints = run_dir / "checkpoints"
+    planted = plant(checkpoints / "best-planted.ckpt", marker)
+    checkpoint = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    (key,) = [k for k, state in checkpoint["callbacks"].items() if state.get("monitor") == "val/loss"]
+    best = torch.tensor(-1e9)  # no validation of the resumed run beats it
+    checkpoint["callbacks"][key].update(best_model_path=str(planted), best_model_score=best, best_k_models={str(planted): best},
+                                        kth_best_model_path=str(planted), kth_value=best)
+    torch.save(checkpoint, checkpoints / "last.ckpt")
+
+    with caplog.at_level(logging.WARNING):
+        resume(str(run_dir), ["trainer.max_steps=6"])
+    assert not marker.exists()
+    warnings = [r.getMessage() for r in caplog.records if str(planted) in r.getMessage()]
+    # The picker skipped it too (it claims the highest step), then the test stage refused it.
+    assert len(warnings) == 2 and warnings[0].startswith("skipped checkpoint"), warnings
+    assert "testing the weights in memory" in warnings[1], warnings
+
+
 def test_init_from_refuses_a_planted_checkpoint_in_one_line(tmp_path):
     marker = tmp_path / "marker"
     planted = plant(tmp_path / "planted.ckpt", marker)
