@@ -4,20 +4,27 @@ import statistics
 
 import pytest
 
+from tests.learning import LEARNING, learned
 
+
+# The held-out loss each falls by in 3 steps is at least the fraction given (measured: 4.8%, 7.0%,
+# 29% and 0.5%; a run whose steps change nothing stays at 0).
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, fall",
     [
-        ["model=gcn"],
-        ["model=gat"],
-        ["model=gcn", "data.dataset=sbm"],
-        ["model=gat", "data.dataset=sbm_graphs", "data.num_graphs=60", "data.batch_size=8", "model.net.pool=mean"],
+        (["model=gcn"], 0.02),
+        (["model=gat"], 0.02),
+        (["model=gcn", "data.dataset=sbm"], 0.1),
+        (["model=gat", "data.dataset=sbm_graphs", "data.num_graphs=60", "data.batch_size=8", "model.net.pool=mean"], 0.002),
     ],
     ids=["gcn-karate", "gat-karate", "gcn-sbm", "gat-graphs"],
 )
-def test_smoke(train, overrides):
-    metrics, _ = train(*overrides, "budget=smoke")
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+def test_smoke(train, overrides, fall):
+    """Each graph task trains, validates and tests end to end, and its 3 steps already lower the
+    held-out loss (measured before training on the same nodes or graphs)."""
+    metrics, run_dir = train(*overrides, "budget=smoke", *LEARNING)
+    learned(run_dir, fall)
+    assert "test/acc" in metrics
 
 
 @pytest.mark.bars

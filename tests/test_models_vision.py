@@ -3,17 +3,22 @@
 import pytest
 
 from tests.bars import stop_at
+from tests.learning import PROBE, learned
 
 FAMILIES = ["resnet", "densenet", "mobilenet", "efficientnet", "inception"]
 
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_smoke(train, model):
-    """Each family's default config trains a few steps, validates and tests end to end."""
+    """Each family's default config trains a few steps, validates and tests end to end, and the
+    steps reach every weight (a frozen or detached part, or no optimizer step, leaves some as
+    they were). Whether it learns is its bar test's: in 3 steps of 8 images the held-out loss of
+    these batch-norm nets moves by their running statistics alone (resnet 2.383 -> 2.338 at
+    lr=1e-9, 2.333 at its own lr), so it tells nothing here."""
     size = ["data.image_size=16"] if model != "inception" else []  # inception's minimum is its default, 75
-    metrics, run_dir = train(f"model={model}", "budget=smoke", "data.batch_size=8", *size)
-    assert 0.0 <= metrics["test/acc"] <= 1.0
-    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    metrics, run_dir = train(f"model={model}", "budget=smoke", "data.batch_size=8", *size, PROBE)
+    learned(run_dir, fall=None)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and "test/acc" in metrics
 
 
 def test_net_swaps_inside_the_task(train):
