@@ -52,3 +52,18 @@ def test_a_datamodule_that_cannot_load_here_still_gets_a_plan(tmp_path, monkeypa
     assert len(warnings) == 1 and "FLOPs and activations unknown" in warnings[0], warnings
     report = plan.report()
     assert "FLOPs per sample      unknown" in report and "weights" in report
+
+
+def test_dtrains_own_net_on_plain_data_needs_the_sizes_given(tmp_path, monkeypatch):
+    # the default model (the digits CNN) asks for ${shapes.in_channels} and more, which plain data lacks:
+    # one line naming the key, as the run itself says
+    from dtrain.config.errors import ConfigError
+
+    code, data_dir = own_package(tmp_path)
+    monkeypatch.syspath_prepend(str(code))
+    data_only = [o for o in overrides(data_dir) if o.startswith(("data.", "+data."))]
+    with pytest.raises(ConfigError, match=r"model.net: .*shapes\.\w+.* gives no shapes"):
+        make_plan(compose([*data_only, "trainer=cpu"], run_dir=tmp_path / "run"))
+    given = make_plan(compose([*data_only, "trainer=cpu", "model.num_classes=10", "model.net.num_classes=10", "model.net.in_channels=1"],
+                              run_dir=tmp_path / "run"))
+    assert given.params > 0 and given.flops_per_sample > 0 and given.micro_batch == 16
