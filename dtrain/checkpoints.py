@@ -52,8 +52,10 @@ def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
     UnsafeCheckpoint for a file that would run code, torch's own error for a broken one."""
     import torch
 
-    if mmap and not _zip_format(path):
-        mmap = False  # torch maps only its zip format; an old-format pickle is read (and checked) whole
+    kind = _torch_format(path)
+    if kind is None:
+        raise NotACheckpoint(f"{path} is not a file torch.save wrote (cut short, or something else)")
+    mmap = mmap and kind == "zip"  # torch maps only its zip format; an old-format file is read (and checked) whole
     if trusted():
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     try:
@@ -64,13 +66,29 @@ def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
         raise UnsafeCheckpoint(Path(path), _refused_global(str(error))) from None
 
 
-def _zip_format(path: Path | str) -> bool:
-    import zipfile
+class NotACheckpoint(RuntimeError):
+    """A file in neither of torch.save's formats: never unpickled."""
 
-    try:
-        return zipfile.is_zipfile(path)
-    except OSError:
-        return False
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _torch_format(path: Path | str) -> str | None:
+    """"zip" (torch.save's format; a file cut short still starts like one, and torch's reader
+    then fails), "legacy" (the old format: a pickled magic number first), or None."""
+    import torch
+
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            return "zip"
+        f.seek(0)
+        try:
+            first = _NoGlobals(f).load()
+        except Exception:
+            return None
+    return "legacy" if first == torch.serialization.MAGIC_NUMBER else None
 
 
 def _refused_global(message: str) -> str:

@@ -154,7 +154,7 @@ def load_matching_weights(net: nn.Module, checkpoint: str) -> list[str]:
     """Copy into `net` the weights of the checkpoint's net (a Lightning checkpoint of a dtrain
     task) whose names and shapes match; returns the names of the net's weights left as they were.
     A checkpoint sharing no weight with the net is an error, not a silent fresh start."""
-    from dtrain.checkpoints import TRUST_KEY, UnsafeCheckpoint, load_checkpoint
+    from dtrain.checkpoints import TRUST_KEY, NotACheckpoint, UnsafeCheckpoint, load_checkpoint
     from dtrain.config.errors import ConfigError
 
     if not Path(checkpoint).is_file():
@@ -163,6 +163,8 @@ def load_matching_weights(net: nn.Module, checkpoint: str) -> list[str]:
         state = load_checkpoint(checkpoint)["state_dict"]
     except UnsafeCheckpoint as unsafe:
         raise ConfigError("model.init_from", f"refused: {unsafe}; load it only if you trust it, with {TRUST_KEY}=true") from None
+    except NotACheckpoint as error:
+        raise ConfigError("model.init_from", f"{error}; give a run's checkpoints/<name>.ckpt") from None
     own = net.state_dict()
     matching = {name: value for key, value in state.items() if key.startswith("net.") and (name := key[4:]) in own and own[name].shape == value.shape}
     if not matching:
