@@ -46,7 +46,8 @@ def discard_unstarted_run(run_dir: Path) -> None:
     dtrain write at a run's start is removed (never one a user pointed hydra.run.dir at)."""
     import shutil
 
-    written_at_start = {".hydra", "config.yaml", "run.log", "env.json"}
+    # Hydra's and dtrain's files, and what the loggers write when they start (no metrics yet).
+    written_at_start = {".hydra", "config.yaml", "run.log", "env.json", "hparams.yaml", "wandb", "lightning_logs"}
     if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - written_at_start:
         return
     shutil.rmtree(run_dir, ignore_errors=True)

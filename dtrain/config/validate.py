@@ -4,6 +4,7 @@ Nothing here imports torch, except `check_devices`, which has to ask what the ma
 """
 
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,11 +34,117 @@ def _positive_int(cfg: DictConfig, key: str, allow: tuple = ()) -> None:
         raise ConfigError(key, f"expected a positive integer, got {value!r}")
 
 
+def _whole_number(cfg: DictConfig, key: str, example: str, maximum: int | None = None) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (maximum is not None and value > maximum):
+        upto = f" up to {maximum}" if maximum is not None else ""
+        raise ConfigError(key, f"expected a whole number from 0{upto}, got {value!r}; e.g. {example}")
+
+
+def _non_negative_number(cfg: DictConfig, key: str, example: str) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(key, f"expected a number of at least 0, got {value!r}; e.g. {key}={example}")
+
+
+def _true_or_false(cfg: DictConfig, key: str) -> None:
+    value = _value(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+
+
+def _val_check_interval(cfg: DictConfig) -> None:
+    """Lightning's `val_check_interval`: a number of training batches, or a share of an epoch."""
+    key = "trainer.val_check_interval"
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (isinstance(value, float) and value > 1):
+        raise ConfigError(key, f"expected a number of batches (e.g. {key}=100) or a share of an epoch up to 1.0 (e.g. {key}=0.25), got {value!r}")
+
+
+def _split_fractions(cfg: DictConfig) -> None:
+    """The shares of the data held out for validation and testing: each in [0, 1), together < 1."""
+    shares = {}
+    for key in ("data.val_fraction", "data.test_fraction"):
+        value = _value(cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(key, f"must be a share of the data from 0 up to (not including) 1, got {value!r}; e.g. {key}=0.1")
+        shares[key] = value
+    if sum(shares.values()) >= 1:
+        raise ConfigError("data.val_fraction", f"with data.test_fraction it holds out {sum(shares.values()):g} of the data, leaving none to train on; keep their sum below 1")
+
+
+# Sizes a net's config may set; each must be a positive integer (or a list of them).
+_NET_SIZES = ("hidden", "layers", "n_layers", "n_heads", "heads", "d_model", "latent_dim", "channels", "width", "depth",
+              "embed_dim", "time_dim", "encoder_layers", "max_len")
+
+
+def _net_sizes(cfg: DictConfig) -> None:
+    net = _value(cfg, "model.net")
+    if not isinstance(net, DictConfig):
+        return
+    for name in _NET_SIZES:
+        # sizes that follow the data (${shapes...}) are known only at run time: not checked here
+        value = OmegaConf.select(net, name, default=None, throw_on_resolution_failure=False)
+        values = list(value) if OmegaConf.is_list(value) else [value]
+        if value is not None and any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+            raise ConfigError(f"model.net.{name}", f"expected a positive integer{' (or a list of them)' if OmegaConf.is_list(value) else ''}, got {value!r}")
+    dropout = OmegaConf.select(net, "dropout", default=None, throw_on_resolution_failure=False)
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
+        raise ConfigError("model.net.dropout", f"is the share of activations zeroed in training: from 0 up to (not including) 1, got {dropout!r}; e.g. model.net.dropout=0.1")
+
+
+# What Lightning's Trainer(precision=...) accepts (lightning.fabric.connector._PRECISION_INPUT;
+# tests/test_bad_input.py checks this list against the installed Lightning).
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true",
+              "64", "32", "16", "bf16", 64, 32, 16)
+
+
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # what wandb.Settings(mode=) accepts
+
+
+def _precision(cfg: DictConfig) -> None:
+    value = _value(cfg, "trainer.precision")
+    if value is not None and value not in PRECISIONS:
+        choices = ", ".join(p for p in PRECISIONS if isinstance(p, str) and "-" in p)
+        raise ConfigError("trainer.precision", f"{value!r} is not a precision Lightning knows; choose one of: {choices}")
+
+
+def _strategy_name(cfg: DictConfig) -> None:
+    """A strategy given by name (`trainer.strategy=ddp`) must be one Lightning registers;
+    dtrain's own trainers give theirs as a `_target_`."""
+    value = _value(cfg, "trainer.strategy")
+    if not isinstance(value, str) or value == "auto":
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = StrategyRegistry.available_strategies()
+    if value not in names and value not in ("ddp", "ddp_spawn", "deepspeed", "fsdp", "single_device", "dp"):
+        raise ConfigError("trainer.strategy", f"{value!r} is not a strategy Lightning knows; pick a dtrain trainer instead (trainer=ddp, trainer=fsdp, trainer=deepspeed_zero2, ...; `python -m dtrain --help` lists them)")
+
+
 def writable_dir(path: Path) -> bool:
-    """Whether `path` exists as a writable folder or could be created as one."""
+    """Whether `path` exists as a writable folder or could be created as one: tried for real
+    (a folder made and removed in its nearest existing parent), since permission bits do not say
+    everything (root may "write" /proc, a read-only mount says yes to os.access for root)."""
+    import tempfile
+
     for ancestor in [path, *path.parents]:
         if ancestor.exists():
-            return ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)
+            if not ancestor.is_dir():
+                return False
+            try:
+                os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".dtrain-write-check-"))
+            except OSError:
+                return False
+            return True
     return False
 
 
@@ -49,6 +156,25 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "trainer.max_steps", allow=(-1,))
     _positive_int(cfg, "trainer.accumulate_grad_batches")
     _positive_int(cfg, "trainer.num_nodes")
+    _positive_int(cfg, "trainer.check_val_every_n_epoch")
+    _whole_number(cfg, "seed", "seed=1234", maximum=2**32 - 1)  # numpy's generators take 32 bits
+    _whole_number(cfg, "data.num_workers", "data.num_workers=2")
+    _non_negative_number(cfg, "model.optimizer.weight_decay", "0.01")
+    _non_negative_number(cfg, "trainer.gradient_clip_val", "1.0")
+    _true_or_false(cfg, "test")
+    run_id = _value(cfg, "run_id")
+    if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(run_id)):
+        raise ConfigError("run_id", f"names the run's W&B run and folders: letters, digits, - and _ only (up to 64), got {run_id!r}; or leave it out and dtrain derives one")
+    if _value(cfg, "shapes"):
+        raise ConfigError("shapes", "is filled from the datamodule at run time; set the data's own keys (data.*) instead")
+    _val_check_interval(cfg)
+    _split_fractions(cfg)
+    _net_sizes(cfg)
+    _precision(cfg)
+    _strategy_name(cfg)
+    mode = _value(cfg, "logger.wandb.mode")
+    if mode is not None and mode not in WANDB_MODES:
+        raise ConfigError("logger.wandb.mode", f"{mode!r} is not a W&B mode; use offline (files in the run directory), online (syncs) or disabled")
     trust = _value(cfg, "runtime.trust_checkpoints")
     if trust is not None and not isinstance(trust, bool):
         raise ConfigError("runtime.trust_checkpoints", f"expected true or false, got {trust!r}")
@@ -72,7 +198,10 @@ def _device_count(devices, available: int) -> int:
         return len(devices)
     if isinstance(devices, str) and "," in devices:
         return len([d for d in devices.split(",") if d.strip()])
-    return int(devices)
+    try:
+        return int(devices)
+    except (TypeError, ValueError):
+        raise ConfigError("trainer.devices", f"expected a number of devices, a list of device indices or auto, got {devices!r}; e.g. trainer.devices=2") from None
 
 
 def uses_gpu(trainer: DictConfig) -> bool:
