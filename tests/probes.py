@@ -36,3 +36,21 @@ class RankProbe(Callback):
         (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world_size": trainer.world_size, "batches": self.batches}))
         params = {name: p.detach().cpu().clone() for name, p in pl_module.named_parameters()}
         torch.save(params, out / f"rank{rank}.pt")
+
+
+class PoisonBatches(Callback):
+    """Makes the inputs of the training batches at `steps` NaN (a diverging run, on purpose) and
+    writes <run>/poison.json: the parameters' sum at the start of each batch from the first
+    poisoned step on (equal sums across a skipped step: it changed nothing)."""
+
+    def __init__(self, steps: list[int]):
+        self.steps = set(steps)
+        self.sums: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        if step >= min(self.steps) and step <= max(self.steps) + 1:
+            self.sums[step] = float(sum(p.detach().double().sum() for p in pl_module.parameters()))
+            (Path(trainer.default_root_dir) / "poison.json").write_text(json.dumps(self.sums))
+        if step in self.steps:
+            batch[0].fill_(float("nan"))

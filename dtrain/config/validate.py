@@ -162,6 +162,7 @@ def validate(cfg: DictConfig) -> None:
     _non_negative_number(cfg, "model.optimizer.weight_decay", "0.01")
     _non_negative_number(cfg, "trainer.gradient_clip_val", "1.0")
     _true_or_false(cfg, "test")
+    _true_or_false(cfg, "runtime.skip_nonfinite")
     run_id = _value(cfg, "run_id")
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(run_id)):
         raise ConfigError("run_id", f"names the run's W&B run and folders: letters, digits, - and _ only (up to 64), got {run_id!r}; or leave it out and dtrain derives one")

@@ -1,0 +1,114 @@
+"""A non-finite loss (NaN or inf) stops the run, or with `runtime.skip_nonfinite=true` its
+optimizer step is skipped and counted.
+
+Found from the loss each training step returns (automatic optimisation), or from the
+gradients just before each optimizer step (manual optimisation, e.g. a GAN, and when skipping,
+which must act before the step; an overflow in the backward pass counts too). It works for
+every task and for plain LightningModules. Under DeepSpeed ZeRO the gradients live inside
+DeepSpeed, so there only the loss is watched and steps cannot be skipped.
+
+Stopping costs no host-device synchronisation: the first bad step is kept on the device and
+read on logging steps, before each validation and before any checkpoint is written, so the run
+stops naming the step it happened at and no checkpoint of the poisoned weights is ever saved
+(the newest checkpoint on disk is the last good one). Skipping has to decide on the host at
+every step: a synchronisation per step, the price of asking for it. A skipped step leaves
+weights and optimizer state as they were (every gradient is dropped, so the optimizer steps
+no parameter); the learning-rate schedule still advances.
+"""
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from dtrain.config.errors import ConfigError
+from dtrain.perf.steps import is_logging_step, logged_step
+
+
+class NonFiniteLoss(ConfigError):
+    """The run stopped on a non-finite loss: one line, with the step and the checkpoint to go back to."""
+
+
+class NonFiniteGuard(Callback):
+    def __init__(self, skip: bool = False):
+        self.skip = bool(skip)
+        self.skipped = 0  # optimizer steps skipped so far (resumes included)
+        self._first_bad: torch.Tensor | None = None  # the first bad step, on the device; -1: none yet
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.skip or not pl_module.automatic_optimization:
+            return  # watched through the gradients instead
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._note(trainer, loss.detach().isfinite().all())
+        if is_logging_step(trainer):
+            self._stop_if_bad(trainer)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.skip and pl_module.automatic_optimization:
+            return  # watched through the loss, which costs nothing to check
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        norms = [g.detach().float().norm() for g in grads]
+        finite = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).isfinite().all()
+        if not self.skip:
+            self._note(trainer, finite)
+            if is_logging_step(trainer):
+                self._stop_if_bad(trainer)
+            return
+        if not bool(finite):  # the per-step synchronisation skipping needs
+            self.skipped += 1
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None  # the optimizer steps no parameter and keeps its state
+        if is_logging_step(trainer) and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"train/nonfinite_skipped": float(self.skipped)}, step=logged_step(trainer))
+
+    def _note(self, trainer, finite: torch.Tensor) -> None:
+        """Remember the first step whose loss was not finite, without reading it on the host."""
+        device = finite.device
+        bad_now = torch.where(finite, torch.tensor(-1, device=device), torch.tensor(logged_step(trainer), device=device))
+        self._first_bad = bad_now if self._first_bad is None else torch.where(self._first_bad >= 0, self._first_bad, bad_now)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._stop_if_bad(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._stop_if_bad(trainer)  # raised before the file is written: no poisoned checkpoint
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = int(state.get("skipped", 0))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.skip:
+            from dtrain.perf.summary import write_summary
+
+            write_summary(trainer, {"train/nonfinite_skipped": self.skipped})
+
+    def _stop_if_bad(self, trainer) -> None:
+        if self._first_bad is None:
+            return
+        first_bad = self._first_bad
+        if trainer.world_size > 1:  # every rank stops together, naming the earliest bad step of any
+            seen = torch.where(first_bad >= 0, first_bad, torch.tensor(2**62, device=first_bad.device))
+            first_bad = trainer.strategy.reduce(seen, reduce_op="min")
+            first_bad = torch.where(first_bad >= 2**62, torch.tensor(-1, device=first_bad.device), first_bad)
+        step = int(first_bad)
+        if step < 0:
+            return
+        from dtrain.checkpoints import newest_valid_checkpoint
+
+        last_good = newest_valid_checkpoint(Path(trainer.default_root_dir))
+        back = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written before it"
+        raise NonFiniteLoss(
+            "runtime.skip_nonfinite",
+            f"the loss (or its gradients) became NaN or inf at step {step}; {back}. Lower model.optimizer.lr or clip "
+            f"gradients (trainer.gradient_clip_val=1.0), or resume skipping such steps: "
+            f"python -m dtrain resume={trainer.default_root_dir} runtime.skip_nonfinite=true",
+        )

@@ -1,0 +1,42 @@
+"""A NaN loss, injected for real (a batch of NaN inputs): the run stops on the step it happened,
+names it and the last good checkpoint, and writes no checkpoint after it; with
+runtime.skip_nonfinite=true such steps are skipped, leave the weights as they were, and are
+counted."""
+
+import json
+
+import torch
+
+from dtrain.perf.summary import read_summary
+from tests.conftest import dtrain_cli
+
+# model=mlp trains 5 batches an epoch and saves a checkpoint at each epoch's validation (steps 5, 10, ...).
+RUN = ["model=mlp", "trainer.max_epochs=4", "logger=[csv]", "trainer.enable_progress_bar=false", "+callbacks.poison._target_=tests.probes.PoisonBatches"]
+
+
+def checkpoint_steps(run_dir) -> list[int]:
+    return sorted(torch.load(p, map_location="cpu", weights_only=True)["global_step"] for p in (run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    done = dtrain_cli(*RUN, "+callbacks.poison.steps=[12]", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(run_dir)})
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[-1].startswith("dtrain: error: runtime.skip_nonfinite: the loss (or its gradients) became NaN or inf at step 12;"), lines[-1]
+    assert "last good checkpoint is" in lines[-1] and "runtime.skip_nonfinite=true" in lines[-1]
+    assert max(checkpoint_steps(run_dir)) == 10  # the epoch before; nothing of the poisoned weights
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(value).all() for value in state.values())
+
+
+def test_skip_nonfinite_skips_such_steps_and_counts_them(tmp_path):
+    run_dir = tmp_path / "run"
+    done = dtrain_cli(*RUN, "+callbacks.poison.steps=[12,13]", "runtime.skip_nonfinite=true", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(run_dir)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sums = json.loads((run_dir / "poison.json").read_text())
+    assert sums["12"] == sums["13"] == sums["14"]  # the two poisoned steps changed no weight
+    assert read_summary(run_dir)["train/nonfinite_skipped"] == 2
+    assert max(checkpoint_steps(run_dir)) == 20
+    assert "test/acc" in done.stdout + done.stderr or (run_dir / "lightning_logs").exists()
