@@ -67,8 +67,14 @@ class NonFiniteGuard(Callback):
                 logger.log_metrics({"train/nonfinite_skipped": float(self.skipped)}, step=logged_step(trainer))
 
     def _note(self, trainer, finite: torch.Tensor) -> None:
-        """Remember the first step whose loss was not finite, without reading it on the host."""
+        """Remember the first step whose loss was not finite, without reading it on the host
+        (in one CPU process reading it is free; several processes keep it as a tensor, so that
+        every rank joins the same reduction when it is read)."""
         device = finite.device
+        if device.type == "cpu" and trainer.world_size == 1:
+            if self._first_bad is None and not bool(finite):
+                self._first_bad = torch.tensor(logged_step(trainer))
+            return
         bad_now = torch.where(finite, torch.tensor(-1, device=device), torch.tensor(logged_step(trainer), device=device))
         self._first_bad = bad_now if self._first_bad is None else torch.where(self._first_bad >= 0, self._first_bad, bad_now)
 
