@@ -33,6 +33,10 @@ class UnsafeCheckpoint(Exception):
         self.path, self.what = Path(path), what
 
 
+class NotACheckpoint(RuntimeError):
+    """A file in neither of torch.save's formats: never unpickled."""
+
+
 @contextmanager
 def trusting(trust: bool) -> Iterator[None]:
     """Within: checkpoints are loaded fully (`runtime.trust_checkpoints=true`)."""
@@ -49,7 +53,8 @@ def trusted() -> bool:
 
 def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
     """torch.load of one checkpoint file onto the CPU, weights-only unless trusted. Raises
-    UnsafeCheckpoint for a file that would run code, torch's own error for a broken one."""
+    UnsafeCheckpoint for a file that would run code, NotACheckpoint for one in neither of
+    torch.save's formats, torch's own error for one cut short."""
     import torch
 
     kind = _torch_format(path)
@@ -64,10 +69,6 @@ def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
         if "Weights only load failed" not in str(error):
             raise
         raise UnsafeCheckpoint(Path(path), _refused_global(str(error))) from None
-
-
-class NotACheckpoint(RuntimeError):
-    """A file in neither of torch.save's formats: never unpickled."""
 
 
 class _NoGlobals(pickle.Unpickler):

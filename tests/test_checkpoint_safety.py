@@ -8,8 +8,6 @@ such a file. dtrain's own checkpoints load weights-only, even from a module that
 import logging
 import pathlib
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import torch
 
 from dtrain.checkpoints import UnsafeCheckpoint, check_safe, newest_valid_checkpoint
-from tests.conftest import REPO, child_env, dtrain_cli
+from tests.conftest import dtrain_cli
 
 FIRST_RUN = ("model=mlp", "budget=smoke", "seed=3")  # 3 steps of breast-cancer data (6 a full epoch)
 
@@ -50,13 +48,6 @@ def runs_code_when_unpickled(path: Path, marker: Path) -> bool:
     return ran
 
 
-def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dtrain", *args], cwd=cwd, env=child_env(WANDB_MODE="offline"),
-        capture_output=True, text=True, timeout=timeout,
-    )
-
-
 @pytest.fixture
 def finished_run(train, tmp_path) -> Path:
     """A real run of 3 steps whose last.ckpt is kept as step3.ckpt, and a planted last.ckpt in its place."""
@@ -75,7 +66,7 @@ def test_resume_skips_a_planted_checkpoint_and_continues_from_the_newest_safe_on
     config.write_text(config.read_text().replace("trust_checkpoints: false", "trust_checkpoints: true"))
     assert "trust_checkpoints: true" in config.read_text()
 
-    resumed = cli(f"resume={finished_run}", "trainer.max_steps=6", cwd=tmp_path)
+    resumed = dtrain_cli(f"resume={finished_run}", "trainer.max_steps=6", cwd=tmp_path)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not marker.exists(), "the planted checkpoint ran its code"
@@ -90,7 +81,7 @@ def test_trust_checkpoints_on_the_command_line_loads_the_planted_file(finished_r
     marker = tmp_path / "marker"
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
-    resumed = cli(f"resume={copy}", "trainer.max_steps=6", "runtime.trust_checkpoints=true", cwd=tmp_path)
+    resumed = dtrain_cli(f"resume={copy}", "trainer.max_steps=6", "runtime.trust_checkpoints=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert marker.exists(), "runtime.trust_checkpoints=true must load the file fully"
     assert "would run code" not in resumed.stdout + resumed.stderr
@@ -139,6 +130,22 @@ def test_init_from_with_trust_loads_the_file(tmp_path):
     done = dtrain_cli(*FIRST_RUN, "logger=[csv]", f"+model.init_from={planted}", "runtime.trust_checkpoints=true", cwd=tmp_path)
     assert marker.exists(), done.stderr[-2000:]
     assert done.returncode == 2 and "holds no weight matching" in done.stderr  # it was opened: it has no weights
+
+
+def test_init_from_a_file_torch_did_not_write_is_one_line(tmp_path):
+    from dtrain.config.errors import ConfigError
+    from dtrain.tasks.base import load_matching_weights
+
+    garbage = tmp_path / "notes.ckpt"
+    garbage.write_bytes(f"cos\nsystem\n(S'touch {tmp_path / 'x'}'\ntR.".encode())  # a pickle, in neither of torch.save's formats
+    import pickle
+
+    pickle.loads(garbage.read_bytes())  # the premise: unpickled, it runs
+    assert (tmp_path / "x").exists()
+    (tmp_path / "x").unlink()
+    with pytest.raises(ConfigError, match="is not a file torch.save wrote"):
+        load_matching_weights(torch.nn.Linear(2, 2), str(garbage))
+    assert not (tmp_path / "x").exists()
 
 
 def test_trust_must_be_a_boolean(tmp_path):
