@@ -35,6 +35,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters
     from dtrain.checkpoints import TRUST_KEY, newest_valid_checkpoint, safe_or_none, trusting
     from dtrain.data.foreign import data_baselines, data_shapes, foreign_data_warning, is_dtrain_datamodule, use_distributed_sampler
+    from dtrain.callbacks.nonfinite import raise_if_stopped
     from dtrain.callbacks.sanity_check import SanityCheckFailure
     from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
 
@@ -82,6 +83,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         try:
             with net_must_fit_data(cfg, trainer):  # Lightning's sanity check runs the first batch
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
+            raise_if_stopped(trainer)  # a NaN loss stopped fit: one line, no test of poisoned weights
 
             metrics = {}
             if cfg.get("test", True):

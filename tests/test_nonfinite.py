@@ -5,6 +5,7 @@ counted."""
 
 import json
 
+import pytest
 import torch
 
 from dtrain.perf.summary import read_summary
@@ -40,3 +41,16 @@ def test_skip_nonfinite_skips_such_steps_and_counts_them(tmp_path):
     assert read_summary(run_dir)["train/nonfinite_skipped"] == 2
     assert max(checkpoint_steps(run_dir)) == 20
     assert "test/acc" in done.stdout + done.stderr or (run_dir / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_under_ddp_every_rank_stops_and_one_line_is_printed(tmp_path):
+    """An exception inside Lightning's loop in one of two processes leaves the other waiting in
+    its teardown: the ranks agree on the bad step and stop together, and rank 0 alone speaks."""
+    run_dir = tmp_path / "run"
+    done = dtrain_cli(*RUN, "trainer=ddp", "trainer.max_epochs=8", "+callbacks.poison.steps=[7]", cwd=tmp_path,
+                      env={"DTRAIN_RUN_DIR": str(run_dir)}, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("dtrain: error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 1 and "at step 7;" in errors[0], errors
+    assert max(checkpoint_steps(run_dir)) == 5

@@ -8,9 +8,13 @@ every task and for plain LightningModules. Under DeepSpeed ZeRO the gradients li
 DeepSpeed, so there only the loss is watched and steps cannot be skipped.
 
 Stopping costs no host-device synchronisation: the first bad step is kept on the device and
-read on logging steps, before each validation and before any checkpoint is written, so the run
-stops naming the step it happened at and no checkpoint of the poisoned weights is ever saved
-(the newest checkpoint on disk is the last good one). Skipping has to decide on the host at
+read on logging steps, before each validation and at each epoch's end (before Lightning's
+checkpoint callbacks, which run last, could save). Found, every rank agrees on it (one
+reduction), Lightning is asked to stop after this step (`trainer.should_stop`), the checkpoint
+callbacks save nothing more, and `dtrain.train.run` raises the one-line error once fit has
+returned on every rank: not inside Lightning's loop, where an exception in one of several
+processes leaves the others waiting in its teardown. The newest checkpoint on disk is the last
+good one. Skipping has to decide on the host at
 every step: a synchronisation per step, the price of asking for it. A skipped step leaves
 weights and optimizer state as they were (every gradient is dropped, so the optimizer steps
 no parameter); the learning-rate schedule still advances.
@@ -34,6 +38,7 @@ class NonFiniteGuard(Callback):
         self.skip = bool(skip)
         self.skipped = 0  # optimizer steps skipped so far (resumes included)
         self._first_bad: torch.Tensor | None = None  # the first bad step, on the device; -1: none yet
+        self.error: NonFiniteLoss | None = None  # set when the run was stopped; raised by run() after fit
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.skip or not pl_module.automatic_optimization:
@@ -82,8 +87,16 @@ class NonFiniteGuard(Callback):
         if not trainer.sanity_checking:
             self._stop_if_bad(trainer)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_if_bad(trainer)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self._stop_if_bad(trainer)  # raised before the file is written: no poisoned checkpoint
+        # A save no checkpoint callback asked for (a user's own, a Slurm notice): in one process
+        # it is refused by raising before the file is written; several processes cannot raise here.
+        if trainer.world_size == 1:
+            self._stop_if_bad(trainer)
+            if self.error is not None:
+                raise self.error
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped}
@@ -98,7 +111,7 @@ class NonFiniteGuard(Callback):
             write_summary(trainer, {"train/nonfinite_skipped": self.skipped})
 
     def _stop_if_bad(self, trainer) -> None:
-        if self._first_bad is None:
+        if self._first_bad is None or self.error is not None:
             return
         first_bad = self._first_bad
         if trainer.world_size > 1:  # every rank stops together, naming the earliest bad step of any
@@ -108,13 +121,23 @@ class NonFiniteGuard(Callback):
         step = int(first_bad)
         if step < 0:
             return
+        trainer.should_stop = True
+        for checkpoint in trainer.checkpoint_callbacks:  # nothing of the poisoned weights is saved
+            checkpoint.save_top_k, checkpoint.save_last = 0, False
         from dtrain.checkpoints import newest_valid_checkpoint
 
         last_good = newest_valid_checkpoint(Path(trainer.default_root_dir))
         back = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written before it"
-        raise NonFiniteLoss(
+        self.error = NonFiniteLoss(
             "runtime.skip_nonfinite",
             f"the loss (or its gradients) became NaN or inf at step {step}; {back}. Lower model.optimizer.lr or clip "
             f"gradients (trainer.gradient_clip_val=1.0), or resume skipping such steps: "
             f"python -m dtrain resume={trainer.default_root_dir} runtime.skip_nonfinite=true",
         )
+
+
+def raise_if_stopped(trainer) -> None:
+    """After fit: the error of a run NonFiniteGuard stopped, on every rank."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, NonFiniteGuard) and callback.error is not None:
+            raise callback.error
