@@ -68,17 +68,15 @@ class GraphDataModule(DataModule):
         noise: float = 2.0,
         num_graphs: int = 600,
         steps_per_epoch: int = 25,
-        num_workers: int = 0,
-        seed: int = 0,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(batch_size, val_fraction=val_fraction, test_fraction=test_fraction, **shared)
         require("graph", "torch_geometric", "data=graph")
         if dataset not in DATASETS:
             raise ConfigError("data.dataset", f"unknown graph dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
         if dataset != "sbm_graphs" and batch_size != 1:
             raise ConfigError("data.batch_size", f"{dataset} is one graph trained whole; use data.batch_size=1")
         self.dataset, self.split_seed = dataset, split_seed
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.num_blocks, self.block_size, self.p_in, self.p_out = num_blocks, block_size, p_in, p_out
         self.num_features, self.noise, self.num_graphs = num_features, noise, num_graphs
         self.steps_per_epoch = steps_per_epoch

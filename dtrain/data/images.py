@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import torch
+import numpy as np
 from torch.utils.data import Subset
 
 from dtrain.config.errors import ConfigError
@@ -22,19 +22,14 @@ class ImageFolderDataModule(DataModule):
         path: str,
         image_size: int = 32,
         channels: int = 3,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        num_workers: int = 0,
-        seed: int = 0,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(**shared)
         if path is None or not Path(path).is_dir():
             raise ConfigError("data.path", f"{path} is not a folder; point data.path at a folder of class folders of images")
         if channels not in (1, 3):
             raise ConfigError("data.channels", f"must be 1 (grey) or 3 (RGB), got {channels}")
         self.path, self.image_size, self.channels = Path(path), image_size, channels
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.classes = self._folder(self._roots()[0]).classes  # shapes are known before setup
 
     def _roots(self) -> list[Path]:
@@ -71,19 +66,10 @@ class ImageFolderDataModule(DataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        roots = self._roots()
-        if len(roots) == 3:
-            train = self._folder(roots[0])
-            splits = [train]
-            for root in roots[1:]:
-                splits.append(self._folder(root) if root.is_dir() else None)
-            if splits[1] is None or splits[2] is None:  # carve the missing splits out of train
-                labels = torch.tensor(train.targets).numpy()
-                tr, va, te = split_indices(len(labels), self.val_fraction, self.test_fraction, labels=labels)
-                splits = [Subset(train, tr), splits[1] or Subset(train, va), splits[2] or Subset(train, te)]
-            self.train_set, self.val_set, self.test_set = splits
-            return
-        folder = self._folder(roots[0])
-        labels = torch.tensor(folder.targets).numpy()
-        train, val, test = split_indices(len(labels), self.val_fraction, self.test_fraction, labels=labels)
-        self.train_set, self.val_set, self.test_set = (Subset(folder, idx) for idx in (train, val, test))
+        train, *given = [self._folder(root) if root.is_dir() else None for root in self._roots()]
+        val, test = given or (None, None)
+        if val is None or test is None:  # carve the missing splits out of the training images
+            labels = np.asarray(train.targets)
+            train_idx, val_idx, test_idx = split_indices(len(labels), self.val_fraction, self.test_fraction, labels=labels)
+            train, val, test = Subset(train, train_idx), val or Subset(train, val_idx), test or Subset(train, test_idx)
+        self.train_set, self.val_set, self.test_set = train, val, test

@@ -38,17 +38,13 @@ class TabularDataModule(DataModule):
         path: str | None = None,
         target: str | None = None,
         task: str | None = None,
-        batch_size: int = 64,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.2,
         split_seed: int = 0,
-        num_workers: int = 0,
-        seed: int = 0,
+        val_fraction: float = 0.15,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(val_fraction=val_fraction, **shared)
         self.dataset, self.path, self.target = dataset, path, target
         self.split_seed = split_seed
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self._task = task
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 

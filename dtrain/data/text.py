@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.sources import source_files, stdlib_dir
+from dtrain.data.splits import in_order
 from dtrain.data.tokenizer import ByteTokenizer, check_tokenizer, make_tokenizer
 
 # Sub-folders of a corpus folder that are not its own text (tests, caches, vendored packages, the stdlib's demos).
@@ -57,22 +58,19 @@ class TextDataModule(DataModule):
         pattern: str = "*.py",
         max_bytes: int = 2_000_000,
         block_size: int = 128,
-        batch_size: int = 64,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
         tokenizer: str = "bytes",
         vocab_size: int = 4096,
-        num_workers: int = 0,
-        seed: int = 0,
         run_dir: str | None = None,
         cache_dir: str | None = None,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, **shared)
         self.tokenizer_name = check_tokenizer(tokenizer)
         self.path = Path(path) if path is not None else stdlib_dir()
         self.run_dir, self.cache_dir = run_dir, cache_dir
         self.pattern, self.max_bytes, self.block_size = pattern, max_bytes, block_size
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.bpe_vocab_size = vocab_size
         # Bytes are known now; a BPE is learned from the training text, with the splits.
         self.tokenizer = ByteTokenizer() if tokenizer == "bytes" else None
@@ -91,10 +89,8 @@ class TextDataModule(DataModule):
         """Token ids of the train, val and test text."""
         if self._splits is None:
             corpus = self._corpus()
-            n = len(corpus)
-            n_val, n_test = math.ceil(n * self.val_fraction), math.ceil(n * self.test_fraction)
-            n_train = n - n_val - n_test
-            pieces = corpus[:n_train], corpus[n_train : n_train + n_val], corpus[n_train + n_val :]
+            train_end, val_end = in_order(len(corpus), self.val_fraction, self.test_fraction, rounding=math.ceil)
+            pieces = corpus[:train_end], corpus[train_end:val_end], corpus[val_end:]
             training_text = lambda: pieces[0].decode("utf-8", errors="replace")  # noqa: E731
             self.tokenizer = make_tokenizer(self.tokenizer_name, self.bpe_vocab_size, training_text, self.run_dir, self.cache_dir)
             self._splits = tuple(self.tokenizer.encode(piece) for piece in pieces)

@@ -1,7 +1,6 @@
 """Labelled text snippets: a folder of class folders of text files, or by default the Python
 standard library, each snippet labelled with the package its source file belongs to."""
 
-import random
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ from torch.utils.data import TensorDataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.sources import source_files, stdlib_dir
+from dtrain.data.splits import split_groups
 from dtrain.data.tokenizer import ByteTokenizer, check_tokenizer, make_tokenizer
 
 # Packages every Python >= 3.11 ships with at least five source files outside its tests.
@@ -34,16 +34,14 @@ class TextClassesDataModule(DataModule):
         block_size: int = 64,
         tokenizer: str = "bpe",
         vocab_size: int = 4096,
-        batch_size: int = 64,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
         split_seed: int = 0,
-        num_workers: int = 0,
-        seed: int = 0,
         run_dir: str | None = None,
         cache_dir: str | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(val_fraction=val_fraction, test_fraction=test_fraction, **shared)
         self.tokenizer_name = check_tokenizer(tokenizer)
         self.path = Path(path) if path is not None else stdlib_dir()
         self.run_dir, self.cache_dir = run_dir, cache_dir
@@ -52,7 +50,7 @@ class TextClassesDataModule(DataModule):
         self.classes = list(classes) if classes else (STDLIB_PACKAGES if path is None else self._class_folders())
         self.pattern, self.block_size = pattern, block_size
         self.bpe_vocab_size = vocab_size
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.split_seed = split_seed
         # Bytes are known now; a BPE is learned from the training files, with the splits.
         self.tokenizer = ByteTokenizer() if tokenizer == "bytes" else None
         self._splits: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -73,17 +71,7 @@ class TextClassesDataModule(DataModule):
     def _split_files(self) -> list[list[tuple[Path, int]]]:
         """[train, val, test] lists of (file, label): each class's files shuffled by split_seed,
         at least one file of every class in each split."""
-        rng = random.Random(self.split_seed)
-        splits: list[list[tuple[Path, int]]] = [[], [], []]
-        for label, name in enumerate(self.classes):
-            files = self._files(name)
-            rng.shuffle(files)
-            n_test = max(1, round(self.test_fraction * len(files)))
-            n_val = max(1, round(self.val_fraction * len(files)))
-            parts = files[n_test + n_val :], files[n_test : n_test + n_val], files[:n_test]
-            for split, part in zip(splits, parts):
-                split.extend((f, label) for f in part)
-        return splits
+        return split_groups([self._files(name) for name in self.classes], self.val_fraction, self.test_fraction, self.split_seed)
 
     def _snippets(self, files: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         blocks, labels = [], []

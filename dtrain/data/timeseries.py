@@ -1,12 +1,12 @@
-"""Sequences: a real series cut into windows for forecasting, or labelled sequences for classification."""
+"""A real series cut into windows for forecasting (labelled sequences: dtrain.data.digits.DigitRowsDataModule)."""
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.splits import split_indices
+from dtrain.data.splits import in_order
 from dtrain.extras import require
 
 
@@ -64,13 +64,11 @@ class TimeSeriesDataModule(DataModule):
         batch_size: int = 32,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
-        num_workers: int = 0,
-        seed: int = 0,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(batch_size, val_fraction=val_fraction, test_fraction=test_fraction, **shared)
         self.dataset, self.path, self.column = dataset, path, column
         self.window, self.horizon = window, horizon
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self._series: torch.Tensor | None = None
 
     @property
@@ -85,8 +83,7 @@ class TimeSeriesDataModule(DataModule):
         return self._series
 
     def _bounds(self, n: int) -> tuple[int, int]:
-        n_test, n_val = round(n * self.test_fraction), round(n * self.val_fraction)
-        return n - n_val - n_test, n - n_test
+        return in_order(n, self.val_fraction, self.test_fraction)
 
     def _targets(self) -> tuple[range, range, range]:
         n = len(self.series)
@@ -110,37 +107,3 @@ class TimeSeriesDataModule(DataModule):
                 Windows(self.series, targets, self.window, self.horizon) for targets in self._targets()
             )
 
-
-class SequenceClassificationDataModule(DataModule):
-    """Whole sequences with one label each. `digits_rows`: scikit-learn's real 8x8 digit images
-    read top to bottom as 8 steps of 8 features (the small cousin of sequential MNIST)."""
-
-    def __init__(
-        self,
-        dataset: str = "digits_rows",
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        num_workers: int = 0,
-        seed: int = 0,
-    ):
-        super().__init__(batch_size, num_workers, seed)
-        if dataset != "digits_rows":
-            raise ConfigError("data.dataset", f"unknown sequence dataset {dataset!r}; choose digits_rows")
-        self.dataset = dataset
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-
-    @property
-    def shapes(self) -> dict[str, int]:
-        return {"num_features": 8, "seq_len": 8, "num_classes": 10, "num_outputs": 10}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        x = torch.tensor(digits.images / 16.0, dtype=torch.float32)  # (n, 8 rows, 8 columns)
-        y = torch.tensor(digits.target, dtype=torch.long)
-        splits = split_indices(len(y), self.val_fraction, self.test_fraction, labels=digits.target)
-        self.train_set, self.val_set, self.test_set = (TensorDataset(x[i], y[i]) for i in splits)

@@ -5,11 +5,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Subset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
+from dtrain.data.splits import carve
 
 # name -> (native channels, native image size, number of classes); all have an official
 # train and test split with a class label per image.
@@ -52,12 +52,12 @@ class TorchvisionDataModule(DataModule):
         root: str | None = None,
         image_size: int | None = None,
         channels: int | None = None,
-        batch_size: int = 64,
         val_fraction: float = 0.1,
-        num_workers: int = 0,
-        seed: int = 0,
+        **shared,
     ):
-        super().__init__(batch_size, num_workers, seed)
+        if not 0 < val_fraction < 1:
+            raise ConfigError("data.val_fraction", f"must be between 0 and 1 (the part of the official train split kept for validation), got {val_fraction}")
+        super().__init__(val_fraction=val_fraction, test_fraction=None, **shared)  # the official test split is the test set
         self.name = check_name(name)
         native_channels, native_size, self.num_classes = SUPPORTED[self.name]
         self.native_channels = native_channels
@@ -67,9 +67,6 @@ class TorchvisionDataModule(DataModule):
             raise ConfigError("data.channels", f"must be 1 (grey), 3 (RGB) or null ({self.name}'s own: {native_channels}), got {channels}")
         if self.image_size < 1:
             raise ConfigError("data.image_size", f"must be a positive number of pixels or null ({self.name}'s own: {native_size})")
-        if not 0 < val_fraction < 1:
-            raise ConfigError("data.val_fraction", f"must be between 0 and 1 (the part of the official train split kept for validation), got {val_fraction}")
-        self.val_fraction = val_fraction
         self.root = check_root(self.name, root)
 
     @property
@@ -106,10 +103,7 @@ class TorchvisionDataModule(DataModule):
             return
         train = self._dataset(train=True)
         labels = np.asarray(train.targets if hasattr(train, "targets") else train.labels)
-        try:
-            keep, val = train_test_split(np.arange(len(labels)), test_size=self.val_fraction, random_state=0, stratify=labels)
-        except ValueError as error:
-            raise ConfigError("data.val_fraction", f"cannot carve a stratified validation split from {len(labels)} training images: {error}") from None
+        keep, val = carve(np.arange(len(labels)), self.val_fraction, labels)
         self.train_set, self.val_set, self.test_set = Subset(train, keep), Subset(train, val), self._dataset(train=False)
 
 
