@@ -58,6 +58,9 @@ def saved_bytes(tmp_path_factory):
                 "model=transformer", "data.max_bytes=100000", f"trainer.precision={precision}", "budget=smoke", "trainer.max_steps=2", "test=false",
                 "logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                 "~callbacks.best_checkpoint", "+callbacks.saved._target_=tests.test_precision.SavedActivations",
+                # 16-true overflows to NaN in the untrained transformer's second step, which would
+                # stop the run (callbacks.nonfinite); what is measured here is the first step.
+                "~callbacks.nonfinite",
             ],
             run_dir=run_dir,
         )
