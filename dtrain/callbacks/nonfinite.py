@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dtrain.config.errors import ConfigError
+from dtrain.perf.optimizer_stats import gradient_norm
 from dtrain.perf.steps import is_logging_step, logged_step
 
 
@@ -52,11 +53,10 @@ class NonFiniteGuard(Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not self.skip and pl_module.automatic_optimization:
             return  # watched through the loss, which costs nothing to check
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
+        norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
+        if norm is None:
             return
-        norms = [g.detach().float().norm() for g in grads]
-        finite = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).isfinite().all()
+        finite = norm.isfinite()  # a NaN or inf in any gradient makes the norm one
         if not self.skip:
             self._note(trainer, finite)
             if is_logging_step(trainer):
