@@ -21,6 +21,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TRUST_KEY = "runtime.trust_checkpoints"
+# Written last into a sharded checkpoint folder, once every rank's shard is on disk:
+# {"global_step": int, "epoch": int}. A folder without it is incomplete (a save cut short).
+COMPLETE_MARKER = "dtrain_complete.json"
 _trusted: ContextVar[bool] = ContextVar("trust_checkpoints", default=False)
 
 
