@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dtrain.config.errors import ConfigError
+from dtrain.config.secrets import redacted
 from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
 from dtrain.console.logs import start_logging
@@ -74,8 +75,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
         if is_dtrain_datamodule(datamodule):  # another datamodule's batch size is per device
             check_batch_split(cfg, trainer)
+        hyperparams = redacted(OmegaConf.to_container(cfg, resolve=True))  # no secret's value reaches a logger
         for logger in trainer.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(hyperparams)
         if trainer.is_global_zero:
             write_env_record(run_dir, trainer)
 
