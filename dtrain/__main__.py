@@ -111,11 +111,33 @@ def resume(run_dir: str, overrides: list[str]) -> None:
     run(cfg)
 
 
+def refuse_secrets(args: list[str]) -> None:
+    """Before anything else (Hydra saves the command line in the run's .hydra/ before dtrain's
+    code runs, and `--cfg job --resolve` prints what the environment gives): every path in
+    (a run, -m, resume=, --cfg) refuses a secret given as a literal, and --resolve one that would print."""
+    from dtrain.config.secrets import refuse_literal_secrets
+
+    refuse_literal_secrets(args)
+    if "--resolve" not in args:
+        return
+    from dtrain.config.compose import compose
+    from dtrain.config.secrets import secret_keys
+
+    try:
+        cfg = compose([a for a in args if "=" in a and not a.startswith("-")], hydra=True)
+    except ConfigError:
+        return  # a mistake Hydra reports itself; nothing is printed
+    held = secret_keys(cfg)
+    if held:
+        raise ConfigError("--resolve", f"would print the value of the secret {held[0]}; leave out --resolve (the config then shows ${{oc.env:...}})")
+
+
 def main() -> None:
     from dtrain.help import register
 
     register()  # --help's config groups (conf/hydra/help/dtrain.yaml)
     args = sys.argv[1:]
+    exit_on_config_error(refuse_secrets, args)
     resumes = [a for a in args if a.startswith("resume=")]
     if resumes:
         others = [a for a in args if not a.startswith("resume=")]

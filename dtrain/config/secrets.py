@@ -109,6 +109,20 @@ def secret_values(cfg) -> set[str]:
     return found
 
 
+def secret_keys(cfg) -> list[str]:
+    """The dotted names of `cfg`'s secret keys that hold a value (not null), as written."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    return [".".join(map(str, path)) for path in _secret_paths(tree) if _raw(tree, path) is not None]
+
+
+def _raw(tree, path: tuple):
+    for part in path:
+        tree = tree[part]
+    return tree
+
+
 def _secret_paths(node, prefix: tuple = ()):
     if isinstance(node, dict):
         for key, value in node.items():

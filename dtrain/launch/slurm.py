@@ -104,11 +104,13 @@ def render(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> str:
     overrides = [o for o in overrides if not o.startswith("launcher.dry_run=")]
     body = template("train.sbatch").split(END_OF_SITE_EDITS, 1)[1].split("\n", 1)[1]
     python = launcher.python or sys.executable
+    options, setup = _sbatch_options(launcher, run_dir), [str(line) for line in launcher.setup]
+    refuse_secrets_in_script(cfg, {"launcher.extra": options, "launcher.setup": setup})
     lines = [
         "#!/bin/bash",
         f"# Written by `python -m dtrain {' '.join(shlex.quote(o) for o in overrides)}`; submit again with sbatch.",
-        *_sbatch_options(launcher, run_dir),
-        *[str(line) for line in launcher.setup],
+        *options,
+        *setup,
         f"export DTRAIN_RUN_DIR={shlex.quote(str(run_dir))}",
         f"export DTRAIN_MAX_REQUEUES={int(launcher.max_requeues)}",
         f"export DTRAIN_REQUEUE={1 if launcher.requeue else 0}",
@@ -116,6 +118,19 @@ def render(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> str:
         "set -- " + " ".join(shlex.quote(o) for o in overrides),
     ]
     return "\n".join(lines) + "\n" + body
+
+
+def refuse_secrets_in_script(cfg: DictConfig, parts: dict[str, list[str]]) -> None:
+    """The job script is a file in the run directory: no secret's value (a secret key's, or a
+    secret-named environment variable's) may be written into it. The job needs none written: sbatch
+    hands the submitting shell's environment to the job (--export=ALL), and the overrides keep
+    `${oc.env:NAME}` as typed, resolved on the node."""
+    from dtrain.config.secrets import secret_values
+
+    secrets = secret_values(cfg)
+    for key, lines in parts.items():
+        if any(secret in line for line in lines for secret in secrets):
+            raise ConfigError(key, "would write a secret's value into the job script; leave it out: the job inherits the environment sbatch is called in")
 
 
 def _sbatch() -> str:

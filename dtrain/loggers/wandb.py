@@ -1,19 +1,33 @@
-"""Lightning's WandbLogger, minus its console noise: dtrain's start block and end say where the
-W&B run is and how to sync it, so W&B's own notes go to the log instead."""
+"""Lightning's WandbLogger, minus its console noise (dtrain's start block and end say where the
+W&B run is and how to sync it, so W&B's own notes go to the log instead), taking the API key as
+`logger.wandb.api_key='${oc.env:NAME}'` and keeping every secret out of the run's W&B config."""
 
 import logging
+from collections.abc import Mapping
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 
 class WandbLogger(LightningWandbLogger):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, api_key: str | None = None, **kwargs):
+        if api_key:  # W&B's own setting: used to log in, never written (not `wandb login`, which saves it in ~/.netrc)
+            settings = kwargs.pop("settings", None) or {}
+            kwargs["settings"] = {**settings, "api_key": api_key} if isinstance(settings, Mapping) else settings.model_copy(update={"api_key": api_key})
         super().__init__(*args, **kwargs)
         # Lightning 2.6 always passes `anonymous=None`, which wandb 0.31 answers with "The
         # anonymous setting has no effect" on every run; leaving the key out means the same.
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+
+    def log_hyperparams(self, params) -> None:
+        """Every secret key's value, and the environment's secrets, become `<redacted>` (the
+        module's own hyperparameters, which Lightning logs too, as well as dtrain's config)."""
+        from lightning.fabric.utilities.logger import _convert_params
+
+        from dtrain.config.secrets import redacted
+
+        super().log_hyperparams(redacted(_convert_params(params)))
 
     @property
     def experiment(self):

@@ -8,12 +8,16 @@ from dtrain.cli_errors import exit_on_config_error
 
 def prepare(args: list[str]):
     """Everything that can be wrong with the input, found before Ray starts."""
-    from dtrain.tune.plan import make_plan
+    from dtrain.config.secrets import refuse_literal_secrets
+    from dtrain.tune.plan import make_plan, refuse_swept_secrets
     from dtrain.tune.preflight import check_address, check_inputs
 
+    refuse_literal_secrets([a for a in args if not a.startswith("space.")])
     plan = make_plan(args)
-    cfg = check_inputs(plan)
+    refuse_swept_secrets(plan.space)
     extra = list(plan.settings.get("trial_overrides") or [])
+    refuse_literal_secrets([*plan.train_overrides, *extra])  # the sweep file's own, saved in sweep.yaml
+    cfg = check_inputs(plan)
     group = f"logger.wandb.group={plan.name}"  # one W&B group per sweep
     if cfg.get("logger") and cfg.logger.get("wandb") is not None and group not in extra:
         extra.append(group)
@@ -53,8 +57,12 @@ def _import_tune() -> None:
 
 
 def _passed_env() -> dict:
-    """Variables the trials must see as the driver does (W&B mode, dtrain's own, test hooks)."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("DTRAIN_", "WANDB_MODE", "PYTHONPATH"))}
+    """Variables the trials must see as the driver does (W&B mode, dtrain's own, test hooks).
+    Never a secret-named one: Ray keeps a job's runtime environment in its records; a cluster's
+    workers get secrets from the environment they were started in."""
+    from dtrain.config.secrets import is_secret_key
+
+    return {k: v for k, v in os.environ.items() if k.startswith(("DTRAIN_", "WANDB_MODE", "PYTHONPATH")) and not is_secret_key(k)}
 
 
 def sweep(args: list[str]) -> int:

@@ -75,6 +75,28 @@ def new_sweep_dir(storage_path: str) -> Path:
     return Path(storage_path).expanduser().resolve() / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
+def secrets_as_written(sweep: DictConfig, key: str, resolved: list | None) -> list | None:
+    """The sweep's override list `key` with each override of a secret key kept as written
+    (`+logger.wandb.api_key=${oc.env:NAME}`): resolved, its value would be saved in sweep.yaml and
+    handed to every trial."""
+    from dtrain.config.secrets import is_secret_key
+
+    if not resolved:
+        return resolved
+    written = OmegaConf.to_container(sweep[key], resolve=False)
+    return [text if is_secret_key(str(text).partition("=")[0]) else value for text, value in zip(written, resolved)]
+
+
+def refuse_swept_secrets(space: dict) -> None:
+    """Ray records every trial's sampled values (params.json, result.json, the searcher's
+    state): a secret key cannot be part of the space."""
+    from dtrain.config.secrets import is_secret_key
+
+    for key in space:
+        if is_secret_key(key):
+            raise ConfigError(f"space.{key}", f"a secret cannot be swept (Ray records each trial's values); give every trial the same with {key}='${{oc.env:NAME}}'")
+
+
 def make_plan(args: list[str]) -> Plan:
     space_args, sweep_args, train_args = split_args(args)
     resume = next((a.partition("=")[2] for a in sweep_args if a.startswith("sweep.resume=")), None)
@@ -92,6 +114,8 @@ def make_plan(args: list[str]) -> Plan:
         return plan
     cfg = compose_sweep(sweep_args)
     settings = OmegaConf.to_container(cfg.sweep, resolve=True)
+    for key in ("overrides", "trial_overrides"):
+        settings[key] = secrets_as_written(cfg.sweep, key, settings[key])
     space = {**settings.pop("space"), **space_args}
     if not space:
         raise ConfigError("sweep.space", "nothing to sweep; add space.<key>=<distribution> or pick a sweep= that has a space")
