@@ -1,0 +1,108 @@
+"""ModelCheckpoint whose saves are atomic under every strategy: a kill at any moment of a save
+leaves the previous checkpoint complete, and the resume picker finds it.
+
+Why here and not in a CheckpointIO plugin: the sharded strategies (FSDP with a sharded state
+dict, ModelParallel, DeepSpeed) write their folders themselves and never call the strategy's
+CheckpointIO, while every save a ModelCheckpoint makes goes through `_save_checkpoint`, on every
+rank. Lightning 2.6's own single-file save (TorchCheckpointIO -> cloud_io._atomic_save) writes a
+temporary file in the system temp folder (not the checkpoint's) and moves it over the target
+without fsync: on one filesystem that is a rename of unsynced data, across filesystems
+shutil.move copies into the target in place (a kill leaves it cut short), and a killed save's
+temporary file stays in /tmp. Its sharded saves write into an existing folder in place.
+
+Here a save is written under a staging name beside the target (`last.ckpt.tmp-<pid>`, which
+`checkpoints/*.ckpt` does not match), synced, and only then given the target's name:
+- a file: fsync, os.replace, fsync of the folder;
+- a folder (every rank writes its shard): each node's local rank 0 syncs the files, a barrier,
+  then rank 0 writes dtrain.checkpoints.COMPLETE_MARKER last (itself atomically) and swaps the
+  folder in with renames (checkpoint_files.install).
+The single-file write itself goes straight into the staging file (DirectCheckpointIO, set in
+`setup` when the strategy has Lightning's default CheckpointIO), not through /tmp. What a killed
+save left behind (staging and trash names) is deleted when the next run in the folder starts.
+Old checkpoints are deleted by renaming them out of `*.ckpt` first.
+
+Not covered: an asynchronous CheckpointIO (the file is not written when the save returns) and
+non-local paths (s3://...), which keep Lightning's own save; `save_last="link"` replaces the
+link non-atomically (a kill in between leaves the checkpoint it pointed to, which the picker finds).
+"""
+
+import os
+from pathlib import Path
+from weakref import proxy
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from dtrain.callbacks import checkpoint_files as files
+
+
+class DirectCheckpointIO(TorchCheckpointIO):
+    """torch.save straight into the given (staging) path, without Lightning's detour through a
+    temporary file in the system temp folder: the staging name already makes the save atomic."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def save_atomically(trainer, filepath: str | Path, weights_only: bool = False) -> None:
+    """trainer.save_checkpoint(filepath) under any strategy, atomically; call it on every rank."""
+    final = Path(filepath)
+    staging = Path(trainer.strategy.broadcast(str(files.staging_path(final))))  # rank 0's name for all
+    try:
+        trainer.save_checkpoint(staging, weights_only)  # every rank; ends with a barrier
+        if trainer.local_rank == 0 and staging.exists():  # one process per node syncs what its ranks wrote
+            files.fsync_tree(staging)
+        trainer.strategy.barrier("dtrain.atomic_checkpoint.synced")
+        if trainer.is_global_zero:
+            if staging.is_dir():
+                files.write_marker(staging, trainer.global_step, trainer.current_epoch)
+            files.install(staging, final)
+        trainer.strategy.barrier("dtrain.atomic_checkpoint.installed")
+    except BaseException:
+        if trainer.is_global_zero:
+            files.remove_leftovers(final.parent)  # this save's staging files; the previous checkpoint stays
+        raise
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (same arguments, same files), saving with save_atomically."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if not self._local():
+            return
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's plugin
+            trainer.strategy.checkpoint_io = DirectCheckpointIO()
+        if trainer.is_global_zero:
+            files.remove_leftovers(Path(self.dirpath))  # saves a kill cut short in an earlier run
+        trainer.strategy.barrier("dtrain.atomic_checkpoint.setup")
+
+    def _local(self) -> bool:
+        return self.dirpath is not None and _is_local_file_protocol(self.dirpath)
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if not self._local():
+            return super()._save_checkpoint(trainer, filepath)
+        save_atomically(trainer, filepath, self.save_weights_only)
+        # What ModelCheckpoint._save_checkpoint does after its save.
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        if not self._local():
+            return super()._remove_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            files.remove(Path(filepath))
+        trainer.strategy.barrier("dtrain.atomic_checkpoint.removed")
