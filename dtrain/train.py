@@ -13,6 +13,7 @@ from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
 from dtrain.console.logs import start_logging
 from dtrain.launch.local import local_ranks
+from dtrain.launch.threads import settle_threads
 from dtrain.run_dir import fix_run_dir, save_config, write_env_record
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     processes = check_devices(cfg.trainer)
     run_dir = fix_run_dir(cfg)
     start_logging(run_dir)  # each message once, rank 0 only; <run>/run.log keeps all
+    settle_threads(cfg, processes, run_dir)  # runtime.threads, decided before torch loads and saved with the config
 
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only

@@ -26,12 +26,13 @@ def _positive_number(cfg: DictConfig, key: str, example: str) -> None:
         raise ConfigError(key, f"must be positive, got {value}; e.g. {key}={example}")
 
 
-def _positive_int(cfg: DictConfig, key: str, allow: tuple = ()) -> None:
+def _positive_int(cfg: DictConfig, key: str, allow: tuple = (), example: str = "") -> None:
     value = _value(cfg, key)
-    if value is None or value in allow:
+    if value is None or (not isinstance(value, bool) and value in allow):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, f"expected a positive integer, got {value!r}")
+        words = "".join(f" or {word}" for word in allow if isinstance(word, str))
+        raise ConfigError(key, f"expected a positive integer{words}, got {value!r}" + (f"; e.g. {example}" if example else ""))
 
 
 def _whole_number(cfg: DictConfig, key: str, example: str, maximum: int | None = None) -> None:
@@ -163,6 +164,7 @@ def validate(cfg: DictConfig) -> None:
     _non_negative_number(cfg, "trainer.gradient_clip_val", "1.0")
     _true_or_false(cfg, "test")
     _true_or_false(cfg, "runtime.skip_nonfinite")
+    _positive_int(cfg, "runtime.threads", allow=("auto",), example="runtime.threads=1")
     run_id = _value(cfg, "run_id")
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(run_id)):
         raise ConfigError("run_id", f"names the run's W&B run and folders: letters, digits, - and _ only (up to 64), got {run_id!r}; or leave it out and dtrain derives one")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from dtrain.config.errors import ConfigError
 
-_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "OMP_NUM_THREADS")
+_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
 
 
 def launched_externally() -> bool:
@@ -57,23 +57,42 @@ def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
 
 
 @contextmanager
+def run_threads() -> Iterator[None]:
+    """Within this context every process the run starts (dtrain's ranks, the ones Lightning spawns
+    or forks) computes with this process's thread count, the run's `runtime.threads`
+    (dtrain.launch.threads applied it): Lightning's launchers keep an OMP_NUM_THREADS they find."""
+    import torch
+
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
+@contextmanager
 def local_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator[None]:
     """Within this context this process is rank 0 of `processes` local ranks (if more than one)."""
-    if processes <= 1 or starts_own_processes(trainer) or launched_externally():
-        yield
-        return
+    with run_threads():
+        if processes <= 1 or starts_own_processes(trainer) or launched_externally():
+            yield
+        else:
+            with _start_ranks(trainer, processes, run_dir):
+                yield
+
+
+@contextmanager
+def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator[None]:
     if int(trainer.get("num_nodes", 1)) > 1:
         raise ConfigError("trainer.num_nodes", "several nodes need a cluster launcher: torchrun, srun (launcher=slurm) or Ray")
     import torch
 
     saved = {key: os.environ.get(key) for key in _DIST_ENV}
-    saved_threads = torch.get_num_threads()
-    threads = max(1, (os.cpu_count() or 1) // processes)  # ranks sharing the cores must not oversubscribe them
-    torch.set_num_threads(threads)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes), NODE_RANK="0",
-        LOCAL_RANK="0", OMP_NUM_THREADS=str(threads),
-    )
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes), NODE_RANK="0", LOCAL_RANK="0")
     procs = [
         subprocess.Popen([sys.executable, "-m", "dtrain.launch.rank", str(run_dir)], env={**os.environ, "LOCAL_RANK": str(rank)})
         for rank in range(1, processes)
@@ -93,7 +112,6 @@ def local_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator[
             if p.poll() is None:
                 p.terminate()
                 p.wait()
-        torch.set_num_threads(saved_threads)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -1,0 +1,148 @@
+"""How many threads each process of a run computes with (`runtime.threads`), decided once and kept by the run.
+
+`auto` is the share of the cores this process may use: the smallest of its CPU affinity, a
+cgroup CPU quota, Slurm's CPUs per task, an `OMP_NUM_THREADS` someone else set (a user, or Ray
+for its workers) and a torch thread count the program calling `run()` chose, divided among
+the processes of the run that share them (ranks dtrain or Lightning start here). The count
+depends on the allotment only, never on what else happens to run at the moment, so the same
+command gets the same count (and the same bits) each time; the number is written into the
+run's config, and a resumed, retried or requeued run in the same directory keeps it.
+
+Other processes on the same cores are made harmless by OpenMP's wait policy instead: a thread
+that finished its part of an op sleeps (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning on a
+core another process needs, which is what made a busy machine 100x slower per step. It is set
+before torch is imported, when it still counts, and passed to every process the run starts.
+"""
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+KEY = "runtime.threads"
+AUTO = "auto"
+# Any of these set by the user is their choice of how OpenMP threads wait; dtrain adds none then.
+WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+log = logging.getLogger(__name__)
+
+# The torch thread count dtrain itself set in this process (a test or a sweep runs several runs in
+# one), so that a later run does not take it for the caller's choice.
+_set_here: dict[str, int | None] = {"torch": None}
+
+
+def _positive(text: str | None) -> int | None:
+    """The first number of an OpenMP or Slurm count ("4", "4,2", "8(x2)"), if positive."""
+    digits = ""
+    for char in (text or "").strip():
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) if digits and int(digits) > 0 else None
+
+
+def _cgroup_cpus() -> int | None:
+    """A CPU quota of this container (cgroup v2 `cpu.max`, or v1's cfs quota), rounded up."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota, period = ((root / "cpu" / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not period.isdigit() or int(period) == 0 or not quota.isdigit():
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def _slurm_cpus() -> int | None:
+    """The CPUs Slurm gave each task of this job (inside a job only)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    per_task = _positive(os.environ.get("SLURM_CPUS_PER_TASK"))
+    if per_task:
+        return per_task
+    per_node, tasks = _positive(os.environ.get("SLURM_JOB_CPUS_PER_NODE")), _positive(os.environ.get("SLURM_TASKS_PER_NODE"))
+    return max(1, per_node // tasks) if per_node and tasks and "SLURM_STEP_ID" in os.environ else None
+
+
+def _launched_externally() -> bool:
+    """torchrun, srun or Ray started this process as one rank: its allotment is its own."""
+    return any(name in os.environ for name in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_STEP_ID"))
+
+
+def allotment() -> tuple[int, str]:
+    """How many cores this process may compute on, and who said so."""
+    limits = [(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, "CPU affinity")]
+    limits.append((_cgroup_cpus(), "cgroup CPU quota"))
+    limits.append((_slurm_cpus(), "Slurm's CPUs per task"))
+    limits.append((_positive(os.environ.get("OMP_NUM_THREADS")), "OMP_NUM_THREADS"))
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads") and torch.get_num_threads() != _set_here["torch"]:
+        # Only a caller's own torch.set_num_threads() can make it smaller than the others.
+        limits.append((torch.get_num_threads(), "this process's torch threads"))
+    if _launched_externally() and os.environ.get("LOCAL_WORLD_SIZE", "").isdigit():  # torchrun's ranks share the node
+        local = int(os.environ["LOCAL_WORLD_SIZE"])
+        limits.append((max(1, limits[0][0] // local), f"CPU affinity shared by {local} torchrun ranks"))
+    return min(((n, why) for n, why in limits if n), key=lambda limit: limit[0])
+
+
+def resolve(value, processes: int = 1) -> tuple[int, str]:
+    """The thread count of each process for `runtime.threads=value` (an int, or auto) and why."""
+    if value != AUTO:
+        return int(value), f"{KEY}={value}"
+    cores, source = allotment()
+    if processes > 1 and not _launched_externally():  # dtrain's launcher or Lightning starts them all here
+        return max(1, cores // processes), f"{cores} cores ({source}) shared by {processes} processes"
+    return cores, f"{cores} cores ({source})"
+
+
+def recorded_threads(run_dir: Path) -> int | None:
+    """The count a run directory's saved config holds (a run that is being continued)."""
+    from dtrain.run_dir import CONFIG_FILE, load_config
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return None
+    value = OmegaConf.select(load_config(run_dir), KEY, default=None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def set_wait_policy() -> None:
+    """Idle OpenMP threads sleep instead of spinning (see the module's docstring). Read by OpenMP
+    when torch is first imported, and inherited by every process started from this one."""
+    if not any(name in os.environ for name in WAIT_POLICY_VARIABLES):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def apply_threads(threads: int) -> None:
+    """Compute with `threads` threads in this process (dtrain.launch.local passes the count on to
+    the processes the run starts)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _set_here["torch"] = threads
+    try:
+        torch.set_num_interop_threads(threads)  # allowed once per process, before any inter-op work
+    except RuntimeError:
+        pass
+
+
+def settle_threads(cfg: DictConfig, processes: int, run_dir: Path) -> int:
+    """Decide `runtime.threads` for this run (kept from the run directory when it is being
+    continued), write the number into `cfg` before its config is saved, and apply it."""
+    set_wait_policy()  # first: torch may be imported below
+    value = OmegaConf.select(cfg, KEY, default=AUTO)
+    recorded = recorded_threads(run_dir) if value == AUTO else None
+    if recorded is not None:
+        threads, why = recorded, "kept from the run's saved config"
+    else:
+        threads, why = resolve(value, processes)
+    with open_dict(cfg):
+        OmegaConf.update(cfg, KEY, threads, force_add=True)
+    apply_threads(threads)
+    log.debug("threads: %d per process (%s)", threads, why)
+    return threads
