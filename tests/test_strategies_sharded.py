@@ -1,7 +1,9 @@
 """The sharded trainers keep their promises: FSDP and ZeRO-3 leave each rank about half the
 weights, ZeRO-1/2 about half the optimizer state, offload steps with DeepSpeed's CPU Adam, and
-every one ends with the weights a single process reaches on the same global batch."""
+every one ends with the weights a single process reaches on the same global batch, and tests
+them as they are (no best checkpoint: fit ends before any validation)."""
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -12,10 +14,11 @@ import torch
 from tests.conftest import REPO, dtrain_cli
 
 # Adam with a large step, no dropout (ranks draw different masks), 4 steps, no validation:
-# every difference in the final weights comes from the strategy.
+# every difference in the final weights comes from the strategy. No best checkpoint either, so
+# the test stage runs on the weights as the strategy left them.
 COMMON = (
     "model=mlp", "model/optimizer=adam", "model.optimizer.lr=0.02", "model.net.dropout=0", "model.net.hidden=96",
-    "budget=smoke", "trainer.max_steps=4", "test=false", "logger=[csv]", "~callbacks.best_checkpoint",
+    "budget=smoke", "trainer.max_steps=4", "trainer.limit_val_batches=0", "logger=[csv]", "~callbacks.best_checkpoint",
     "~callbacks.last_checkpoint", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     "+callbacks.probe._target_=tests.shard_probe.ShardProbe",
 )
@@ -49,9 +52,17 @@ def shards(run_dir: Path) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
     return [json.loads(p.read_text()) for p in ranks], [torch.load(p.with_suffix(".pt")) for p in ranks]
 
 
+def test_loss(run_dir: Path) -> float:
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return float(next(row["test/loss"] for row in rows if row.get("test/loss")))
+
+
+test_loss.__test__ = False  # a helper, not a test
+
+
 def assert_same_weights(run_dir: Path, reference: Path, atol: float = 2e-6) -> None:
     """Every rank's full weights equal the single-process run's, and training moved them far more
-    than the tolerance."""
+    than the tolerance; the test stage, without a best checkpoint to load, measures those weights."""
     (ref_record,), (ref,) = shards(reference)
     initial = torch.load(reference / "shards" / "initial.pt")
     moved = max((ref[k] - initial[k]).abs().max().item() for k in ref)
@@ -62,6 +73,8 @@ def assert_same_weights(run_dir: Path, reference: Path, atol: float = 2e-6) -> N
         assert full.keys() == ref.keys()
         worst = max((full[k] - ref[k]).abs().max().item() for k in ref)
         assert worst < atol, f"max abs difference from the single-process run: {worst}"
+    assert not list((run_dir / "checkpoints").glob("best*")), "this run must test without a best checkpoint"
+    assert test_loss(run_dir) == pytest.approx(test_loss(reference), rel=1e-5)
 
 
 def about_half(local: int, full: int) -> bool:

@@ -69,13 +69,40 @@ class CPUDeepSpeed(DeepSpeed):
         )
 
 
-class CPUFSDP(FSDPStrategy):
+class FSDP(FSDPStrategy):
+    """Lightning's FSDP strategy, keeping the FSDP wrapper that fit built for the stages after it.
+
+    Lightning hands each stage (fit, then test) the bare LightningModule and wraps it again; but
+    after fit its parameters are views of FSDP's flat shards, so a second wrapper (or a full
+    checkpoint loaded into the bare module) sees 1-D shards where 2-D weights should be. Reusing
+    fit's wrapper tests the weights as FSDP left them, or loads a best checkpoint into them.
+    """
+
+    _fit_wrapper = None
+
+    def _kept_wrapper(self, model):
+        kept = self._fit_wrapper
+        return kept if kept is not None and kept.module is model else None
+
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        kept = self._kept_wrapper(model)
+        if kept is not None:
+            return kept
+        model = super()._setup_model(model)
+        if isinstance(model, FullyShardedDataParallel):
+            self._fit_wrapper = model
+        return model
+
+
+class CPUFSDP(FSDP):
     """FSDP on the CPU: Lightning passes the device's index (None on the CPU); FSDP wants the device."""
 
     def _setup_model(self, model):
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        if not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        if self._kept_wrapper(model) is None and not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
             model = FullyShardedDataParallel(
                 module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
                 sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs,
@@ -102,4 +129,4 @@ def fsdp(accelerator: str = "auto", auto_wrap_min_params: int | None = None, **k
         from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
 
         kwargs["auto_wrap_policy"] = partial(size_based_auto_wrap_policy, min_num_params=int(auto_wrap_min_params))
-    return (FSDPStrategy if _on_gpu(accelerator) else CPUFSDP)(**kwargs)
+    return (FSDP if _on_gpu(accelerator) else CPUFSDP)(**kwargs)
