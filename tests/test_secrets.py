@@ -109,13 +109,13 @@ def test_a_sweep_refuses_a_literal_or_swept_secret_before_ray_starts(monkeypatch
 
 
 def test_a_sweep_keeps_an_environment_secret_as_written(monkeypatch, tmp_path):
-    """sweep.yaml, the trials' overrides, Ray's param space and the environment Ray is handed hold
-    `${oc.env:...}`, never the value; the trial's own config still resolves it."""
+    """sweep.yaml, the trials' overrides, the space Ray samples each trial's params from (what it
+    records) and the environment Ray is handed hold `${oc.env:...}`, never the value; the trial's
+    own config still resolves it."""
     from omegaconf import OmegaConf
 
     from dtrain.tune.__main__ import _passed_env, prepare
     from dtrain.tune.trial import trial_config, trial_overrides
-    from dtrain.tune.tuner import param_space
 
     monkeypatch.setenv("DTRAIN_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DTRAIN_TEST_SECRET", ENV_SECRET)
@@ -125,7 +125,7 @@ def test_a_sweep_keeps_an_environment_secret_as_written(monkeypatch, tmp_path):
     config = {"model.optimizer.lr": 1e-3}
     overrides = trial_overrides(plan, config, "t1")
     assert f"+logger.wandb.api_key={FROM_ENV}" in overrides and FROM_ENV in saved
-    for record in (saved, repr(overrides), repr(param_space(plan)), repr(_passed_env())):
+    for record in (saved, repr(overrides), repr(plan.space), repr(_passed_env())):
         assert ENV_SECRET not in record
     assert "DTRAIN_RUNS_DIR" in _passed_env() and "DTRAIN_TEST_SECRET" not in _passed_env()
     assert OmegaConf.select(trial_config(plan, config, "t1"), "logger.wandb.api_key") == ENV_SECRET

@@ -160,8 +160,10 @@ def redacted(value, secrets: set[str] | None = None):
 def _redact(value, secrets: list[str]):
     if isinstance(value, dict):
         return {key: REDACTED if is_secret_key(str(key)) and value[key] is not None else _redact(item, secrets) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_redact(item, secrets) for item in value)
+    if isinstance(value, list):
+        return [_redact(item, secrets) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_redact(item, secrets) for item in value)
     if isinstance(value, str):
         return redact_text(value, secrets)
     return value
