@@ -1,0 +1,176 @@
+"""The GPU benchmark: tokens/s, MFU and peak memory of a GPT-style decoder (GPT-2 small, 1,024
+tokens, bf16, SDPA, torch.compile) and images/s of a ResNet-50 (224x224, bf16, channels-last),
+each trained by `python -m dtrain` and by a hand-written PyTorch loop, printed as one JSON object.
+
+    python -m benchmarks.gpu [--device cuda|cpu] [--tiny] [--out DIR] [--threads N] [--no-compile] [--compile-resnet]
+
+benchmarks/gpu.sh runs it on the GPU machine (README, Performance). `--device cpu --tiny` is the
+dry run the tests use: the same code, tiny sizes, seconds on a CPU.
+
+MFU = tokens/s x FLOPs per token / peak FLOP/s, the same count on both sides: the net's own
+`Transformer.flops_per_token()`, nanoGPT's and PaLM's estimate 6N + 12 L d T (N the parameters
+without the position table, each used once per token in a matrix product: 2N forward, 4N
+backward; 12 L d T the attention scores and their weighted sum over T positions in L layers,
+forward and backward, counted whole although causal attention computes half). The peak is the
+dense bf16 datasheet figure (989.4 TFLOP/s for an H100 SXM or an H200) and, beside it, the rate
+of a large bf16 matrix product measured here. Each side's rate is its median window of
+`window` steps (host time between device synchronisations), warm-up steps excluded.
+"""
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmarks.gpu import ceilings, hand_loop, through_dtrain
+from benchmarks.gpu.sizes import cases
+
+MFU_GOAL = 0.5  # issue 14: MFU >= 50%
+OVERHEAD_GOAL = 0.98  # ... and dtrain within 2% of the hand-written loop
+
+
+def say(message: str) -> None:
+    print(f"[gpu benchmark {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def guarded(name: str, work, *args) -> dict:
+    """One side of one case; a failure is reported in the JSON and the other cases still run."""
+    began = time.perf_counter()
+    try:
+        result = work(*args)
+    except Exception as error:  # the benchmark reports every part it could measure
+        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc().splitlines()[-12:]}
+    result.setdefault("seconds", time.perf_counter() - began)
+    say(f"{name}: {'failed: ' + result['error'] if 'error' in result else 'done'} ({result['seconds']:.0f} s)")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next side, maybe another process, gets the memory back
+    return result
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def decoder_case(case, device: torch.device, compile: bool, peaks: dict, work: Path, log_dir: Path, env: dict) -> dict:
+    with torch.device("meta"):
+        net = hand_loop.build_decoder(case, "meta")
+    flops_per_token = net.flops_per_token()
+    result = {
+        "case": case.as_dict(), "compile": compile, "params": sum(p.numel() for p in net.parameters()),
+        "flops_per_token": flops_per_token, "flops_formula": "6 N + 12 L d T (Transformer.flops_per_token)",
+        **hand_loop.flash_attention_runs(case, device),
+    }
+    del net
+    result["hand"] = guarded("decoder, hand-written loop", hand_loop.decoder_loop, case, device, compile)
+    overrides = through_dtrain.decoder_overrides(case, device.type, compile)
+    result["dtrain"] = guarded("decoder, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "decoder", log_dir / "decoder_dtrain.log", peaks["timeout"], env)
+    for side in ("hand", "dtrain"):
+        tokens_per_sec = result[side].get("tokens_per_sec")
+        if tokens_per_sec:
+            achieved = tokens_per_sec * flops_per_token
+            result[side].update(tflops=achieved / 1e12, mfu=ratio(achieved, peaks["dense"]), mfu_vs_measured_matmul=ratio(achieved, peaks["matmul"]))
+    result["dtrain_over_hand"] = ratio(result["dtrain"].get("tokens_per_sec"), result["hand"].get("tokens_per_sec"))
+    mfu = result["dtrain"].get("mfu")
+    result["goals"] = {
+        f"dtrain_mfu_at_least_{MFU_GOAL}": None if mfu is None else mfu >= MFU_GOAL,
+        "dtrain_within_2pct_of_hand": None if result["dtrain_over_hand"] is None else result["dtrain_over_hand"] >= OVERHEAD_GOAL,
+    }
+    return result
+
+
+def resnet_case(case, device: torch.device, compile: bool, peaks: dict, work: Path, log_dir: Path, env: dict) -> dict:
+    result = {"case": case.as_dict(), "compile": compile, "channels_last": True}
+    result["hand"] = guarded("resnet, hand-written loop", hand_loop.resnet_loop, case, device, compile)
+    overrides = through_dtrain.resnet_overrides(case, device.type, compile)
+    result["dtrain"] = guarded("resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "resnet", log_dir / "resnet_dtrain.log", peaks["timeout"], env)
+    result["dtrain"]["images_per_sec"] = result["dtrain"].get("samples_per_sec")
+    # FLOPs per image as dtrain counts them (the model on the meta device), for both sides.
+    flops_per_image = result["dtrain"].get("recorded_flops_per_sample")
+    for side in ("hand", "dtrain"):
+        images_per_sec = result[side].get("images_per_sec")
+        if images_per_sec and flops_per_image:
+            achieved = images_per_sec * flops_per_image
+            result[side].update(tflops=achieved / 1e12, mfu=ratio(achieved, peaks["dense"]), mfu_vs_measured_matmul=ratio(achieved, peaks["matmul"]))
+    result["dtrain_over_hand"] = ratio(result["dtrain"].get("images_per_sec"), result["hand"].get("images_per_sec"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU dry run")
+    parser.add_argument("--out", type=Path, help="folder for gpu_benchmark.json and the dtrain runs' logs")
+    parser.add_argument("--threads", type=int, help="CPU threads for both sides (OMP_NUM_THREADS for dtrain)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", default=None, help="the decoder without torch.compile")
+    parser.add_argument("--compile-resnet", action="store_true", help="torch.compile the ResNet too (a minute or two more)")
+    parser.add_argument("--dtrain-timeout", type=float, default=240, help="seconds each python -m dtrain may take")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu benchmark: no CUDA device here; run it on the GPU machine, or --device cpu --tiny for the dry run", file=sys.stderr)
+        return 2
+    compile = device.type == "cuda" if args.compile is None else args.compile  # compiling on a CPU takes longer than the dry run
+    env = {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    began = time.perf_counter()
+    decoder, resnet = cases(args.tiny)
+    result = {
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "tiny": args.tiny,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, **_library_versions()},
+    }
+    dense, source = ceilings.dense_peak(device)
+    matmul = guarded("bf16 matrix product", ceilings.matmul_rate, device, 8192 if device.type == "cuda" else 256)
+    result["ceilings"] = {"dense_bf16_peak_flops": dense, "dense_peak_source": source, "measured_bf16_matmul": matmul}
+    peaks = {"dense": dense, "matmul": matmul.get("median_flops"), "timeout": args.dtrain_timeout}
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dtrain-gpu-benchmark-")))
+        log_dir = args.out or work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        result["decoder"] = decoder_case(decoder, device, compile, peaks, work, log_dir, env)
+        result["resnet"] = resnet_case(resnet, device, args.compile_resnet, peaks, work, log_dir, env)
+    result["total_seconds"] = time.perf_counter() - began
+    text = json.dumps(result, indent=1)
+    if args.out:
+        (args.out / "gpu_benchmark.json").write_text(text + "\n")
+    print(text)
+    failed = [name for name, part in _parts(result) if "error" in part]
+    if failed:
+        say(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _parts(result: dict):
+    yield "matmul", result["ceilings"]["measured_bf16_matmul"]
+    for case in ("decoder", "resnet"):
+        for side in ("hand", "dtrain"):
+            yield f"{case} {side}", result[case][side]
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("lightning", "hydra-core", "omegaconf", "torchvision"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())
