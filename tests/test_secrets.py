@@ -165,3 +165,23 @@ def test_secrets_from_the_environment_reach_no_file_logger_or_console(tmp_path):
     for secret in (ENV_SECRET, WANDB_KEY):
         assert secret not in done.stdout + done.stderr
         assert [str(p) for p in files if secret.encode() in p.read_bytes()] == []
+
+
+def test_the_api_key_from_the_environment_is_what_wandb_logs_in_with(tmp_path, monkeypatch):
+    """Online, `logger.wandb.api_key='${oc.env:NAME}'` reaches wandb.init as W&B's own api_key
+    setting (not `wandb login`, which would save it in ~/.netrc); config.yaml keeps `${oc.env:...}`."""
+    import wandb
+    from hydra.utils import instantiate
+
+    from dtrain.config.compose import compose
+    from dtrain.run_dir import fix_run_dir, save_config
+
+    monkeypatch.setenv("DTRAIN_TEST_SECRET", ENV_SECRET)
+    started = {}
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: started.update(kwargs) or object())  # no network here
+    monkeypatch.setattr(wandb, "login", lambda *a, **k: pytest.fail("wandb.login saves the key"))
+    cfg = compose(["logger.wandb.mode=online", f"+logger.wandb.api_key={FROM_ENV}"], run_dir=tmp_path / "run")
+    save_config(cfg, fix_run_dir(cfg))
+    instantiate(cfg.logger.wandb).experiment
+    assert started["mode"] == "online" and started["settings"]["api_key"] == ENV_SECRET
+    assert ENV_SECRET not in (tmp_path / "run" / "config.yaml").read_text()
