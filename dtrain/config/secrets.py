@@ -38,36 +38,39 @@ def from_environment(value) -> bool:
     return isinstance(value, str) and _FROM_ENV.fullmatch(value.strip()) is not None
 
 
-def refuse_literal_secrets(overrides, where: str = "") -> None:
+def refuse_literal_secrets(overrides) -> None:
     """Raise a one-line ConfigError for the first override (Hydra's syntax, sweeps and dict values
     included) that gives a secret key a literal value instead of `${oc.env:NAME}`. Arguments that
     are not overrides (flags such as `-m`, `--cfg job`) are left alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     for text in overrides:
         text = str(text)
         if text.startswith("-") or "=" not in text:
             continue
-        for key, value in _assignments(text):
+        for key, value in _assignments(parser, text):
             if is_secret_key(key) and not from_environment(value):
-                name = f"{where}{key}"
                 raise ConfigError(
-                    name, "a secret is not taken on the command line (Hydra would save it in the run's .hydra/); "
-                    f"put it in an environment variable and pass {name}='${{oc.env:NAME}}'"
+                    key, "a secret is not taken on the command line (Hydra would save it in the run's .hydra/); "
+                    f"put it in an environment variable and pass {key}='${{oc.env:NAME}}'"
                 )
 
 
-def _assignments(text: str):
+def _assignments(parser, text: str):
     """(key, value) for every value one override sets: each choice of a sweep, each key of a dict value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
-        override = OverridesParser.create().parse_override(text)
+        override = parser.parse_override(text)
     except Exception:  # not Hydra's syntax (Hydra will say so); judge the raw text
         key, _, value = text.partition("=")
         yield key.lstrip("+~"), value
         return
     if override.is_delete():
         return
-    values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    try:
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    except Exception:  # a sweep with no list of values (interval(...)): numbers, not from the environment
+        values = [text.partition("=")[2]]
     for value in values:
         yield from _leaves(override.key_or_group, value)
 
