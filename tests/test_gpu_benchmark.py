@@ -62,6 +62,7 @@ def test_the_decoder_figures_use_one_flop_count_for_both_sides(dry_run):
         assert figures["mfu_vs_measured_matmul"] == pytest.approx(figures["tflops"] * 1e12 / matmul)
         assert figures["mfu"] is None  # a CPU has no datasheet peak
     assert decoder["dtrain"]["params"] == decoder["params"]  # dtrain trained the same net
+    assert any("scaled_dot_product" in name for name in decoder["hand"]["profiled_kernels"]), decoder["hand"]  # SDPA ran
 
 
 def test_the_json_is_also_written_with_the_dtrain_logs(dry_run):

@@ -2,6 +2,7 @@
 (no Lightning), bf16 autocast, timed in windows the way dtrain's throughput figures are."""
 
 import math
+import re
 import resource
 import statistics
 import time
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.gpu.sizes import DecoderCase, ResNetCase
 
 GIB = 2**30
+ATTENTION_KERNELS = r"flash|fmha|efficient_attention|cudnn_attention|sdpa|scaled_dot_product"
 
 
 def adamw(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -58,11 +60,32 @@ def peak_memory_gib(device: torch.device) -> dict:
     return {"peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, "memory_kind": "cpu peak rss"}
 
 
-def train(net, batches: DataLoader, loss_of, case, device: torch.device) -> dict:
+def profiled(step, device: torch.device, pattern: str) -> list[str]:
+    """Run `step` once under PyTorch's profiler; the names of the operators and kernels it ran
+    that match `pattern` (which attention kernel SDPA picked, say)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    stepped = False
+    try:
+        with profile(activities=activities) as profiler:
+            step()
+            stepped = True
+            synchronize(device)
+        names = {event.key for event in profiler.key_averages() if re.search(pattern, event.key, re.IGNORECASE)}
+    except RuntimeError as error:  # a machine whose profiler cannot start: the step still counts
+        names = {f"profiler failed: {error}"}
+        if not stepped:
+            step()
+    return sorted(name[:120] for name in names)[:10]
+
+
+def train(net, batches: DataLoader, loss_of, case, device: torch.device, inspect: str | None = None) -> dict:
     """`case.steps` optimizer steps; the first `case.warmup` (compilation, cuDNN's search, worker
     start) untimed, the rest timed in windows of `case.window` steps, each ending in a device
     synchronisation, data loading included. Returns the median window's step time and what
-    shows the steps were real (losses, whether the weights moved)."""
+    shows the steps were real (losses, whether the weights moved). With `inspect`, the last
+    warm-up step runs under the profiler and the kernels matching it are listed."""
     optimizer = adamw(net, case.lr, case.weight_decay)
     scheduler = warmup_cosine(optimizer, case.steps)
     probe = next(p for p in net.parameters() if p.dim() >= 2)
@@ -83,8 +106,12 @@ def train(net, batches: DataLoader, loss_of, case, device: torch.device) -> dict
         torch.cuda.reset_peak_memory_stats(device)
     began = time.perf_counter()
     first_loss = step().item()
-    for _ in range(case.warmup - 1):
-        step()
+    kernels = None
+    for number in range(2, case.warmup + 1):
+        if inspect and number == case.warmup:
+            kernels = profiled(step, device, inspect)
+        else:
+            step()
     synchronize(device)
     warmup_seconds = time.perf_counter() - began
     windows = []
@@ -105,6 +132,7 @@ def train(net, batches: DataLoader, loss_of, case, device: torch.device) -> dict
         "last_loss": loss.item(),
         "weights_changed": not torch.equal(before, probe.detach()),
         **peak_memory_gib(device),
+        **({"profiled_kernels": kernels} if inspect else {}),
     }
 
 
@@ -129,7 +157,8 @@ def decoder_loop(case: DecoderCase, device: torch.device, compile: bool) -> dict
     if compile:
         net.compile()  # as dtrain's +model.compile=true does: the net, in place
     data = RandomTokens(case.steps * case.batch_size, case.block_size, case.vocab_size, torch.Generator().manual_seed(0))
-    result = train(net, loader(data, case.batch_size, case.num_workers, device), decoder_loss, case, device)
+    # Which attention SDPA ran (flash, memory-efficient, cuDNN or the plain math path), by name.
+    result = train(net, loader(data, case.batch_size, case.num_workers, device), decoder_loss, case, device, inspect=ATTENTION_KERNELS)
     result["tokens_per_sec"] = case.batch_size * case.block_size / result["step_time_s"]
     return result
 
