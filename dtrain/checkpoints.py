@@ -189,14 +189,15 @@ def _check_dcp_folder(metadata_file: Path) -> None:
 
 
 def _progress(path: Path) -> tuple[int, float] | None:
-    """(global step, mtime) of a loadable Lightning checkpoint, None for a broken one.
-    Raises UnsafeCheckpoint for one that would run code."""
+    """(global step, mtime) of a loadable Lightning checkpoint, None for a broken or incomplete
+    one. Raises UnsafeCheckpoint for one that would run code."""
     try:
-        if path.is_dir():  # sharded (FSDP, DeepSpeed) checkpoints are folders
-            if not any((path / marker).exists() for marker in ("latest", ".metadata", "meta.pt")):
+        if path.is_dir():  # sharded (DeepSpeed, torch-DCP) checkpoints are folders
+            step = folder_step(path)
+            if step is None:
                 return None
             check_safe(path)
-            return (-1, path.stat().st_mtime)
+            return (step, path.stat().st_mtime)
         checkpoint = load_checkpoint(path, mmap=True)
         if "state_dict" not in checkpoint or "loops" not in checkpoint:
             return None
@@ -205,6 +206,41 @@ def _progress(path: Path) -> tuple[int, float] | None:
         raise
     except Exception:  # a file cut short by a kill, or not a checkpoint at all
         return None
+
+
+def folder_step(folder: Path) -> int | None:
+    """The global step a sharded checkpoint folder was saved at; None if it is incomplete.
+
+    COMPLETE_MARKER says so when present (dtrain writes it last). A folder saved without it (by
+    an older dtrain, or Lightning itself) is read: DeepSpeed's client state in rank 0's model
+    states (every rank's optimizer shard must be there), or torch-DCP's `meta.pt` (written by
+    rank 0 after the shards and their `.metadata`). Weights-only loads, memory-mapped.
+    """
+    import json
+
+    marker = folder / COMPLETE_MARKER
+    if marker.is_file():
+        return int(json.loads(marker.read_text())["global_step"])
+    if (folder / "latest").is_file():
+        return _deepspeed_step(folder)
+    if (folder / ".metadata").is_file() and (folder / "meta.pt").is_file():
+        return int(load_checkpoint(folder / "meta.pt", mmap=True)["global_step"])
+    return None
+
+
+def _deepspeed_step(folder: Path) -> int | None:
+    import torch
+
+    tag = folder / (folder / "latest").read_text().strip()
+    states = sorted(tag.glob("*mp_rank_00_model_states.pt"))  # ZeRO-3: one per rank, rank 0's first
+    if not states:
+        return None
+    with torch.serialization.safe_globals(_deepspeed_classes()):
+        client = load_checkpoint(states[0], mmap=True)
+    world = int(client.get("dp_world_size", 1))
+    if client.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0) and len(list(tag.glob("*optim_states.pt"))) < world:
+        return None  # a rank's optimizer shard is missing: the save was cut short
+    return int(client["global_step"])
 
 
 _warned: set[Path] = set()
