@@ -21,6 +21,9 @@ The single-file write itself goes straight into the staging file (DirectCheckpoi
 save left behind (staging and trash names) is deleted when the next run in the folder starts.
 Old checkpoints are deleted by renaming them out of `*.ckpt` first.
 
+A resumed run also rewinds the loggers that keep rows on disk (dtrain's CSVLogger) to the
+checkpoint: the rows the killed run wrote after it are recorded again by the resumed run.
+
 Not covered: an asynchronous CheckpointIO (the file is not written when the save returns) and
 non-local paths (s3://...), which keep Lightning's own save; `save_last="link"` replaces the
 link non-atomically (a kill in between leaves the checkpoint it pointed to, which the picker finds).
@@ -85,6 +88,21 @@ class AtomicCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             files.remove_leftovers(Path(self.dirpath))  # saves a kill cut short in an earlier run
         trainer.strategy.barrier("dtrain.atomic_checkpoint.setup")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._rewind_loggers = trainer.ckpt_path is not None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if not getattr(self, "_rewind_loggers", False):
+            return
+        self._rewind_loggers = False
+        # The step loggers get (Lightning's logger connector uses this counter, not global_step,
+        # which counts every optimizer's steps); only now, after the restored loop's reset, is it
+        # the step of the first row this resumed run writes.
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            if hasattr(logger, "forget_steps_from"):
+                logger.forget_steps_from(step)
 
     def _local(self) -> bool:
         return self.dirpath is not None and _is_local_file_protocol(self.dirpath)
