@@ -264,6 +264,14 @@ def seq_len_figure(results):
     return fig
 
 
-if __name__ == "__main__":
+def main() -> None:
+    from dtrain.__main__ import refuse_secrets
+    from dtrain.cli_errors import exit_on_config_error
+
     sys.argv[0] = "dtrain.compare"
+    exit_on_config_error(refuse_secrets, sys.argv[1:])  # before Hydra saves the command line in .hydra/
     hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -46,9 +46,10 @@ def test_redacted_hides_secret_keys_and_their_values_elsewhere():
 
 def _main(module: str, monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, str]:
     """`python -m <module> <args>` in this process, from `tmp_path`: its exit status and stderr."""
-    import importlib
+    import importlib.util
 
-    main = importlib.import_module(f"{module}.__main__").main
+    is_package = importlib.util.find_spec(module).submodule_search_locations is not None
+    main = importlib.import_module(f"{module}.__main__" if is_package else module).main
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DTRAIN_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -92,6 +93,12 @@ def test_resume_refuses_a_literal_secret_and_leaves_the_run_alone(monkeypatch, c
     code, err = _main("dtrain", monkeypatch, capsys, tmp_path, f"resume={run}", f"+logger.wandb.api_key={PLANTED}")
     _refused_in_one_line(code, err, "logger.wandb.api_key")
     assert [p.name for p in tmp_path.iterdir()] == ["old_run"] and [p.name for p in run.iterdir()] == ["config.yaml"]
+
+
+def test_compare_refuses_a_literal_secret_before_hydra_writes_anything(monkeypatch, capsys, tmp_path):
+    code, err = _main("dtrain.compare", monkeypatch, capsys, tmp_path, f"+logger.wandb.api_key={PLANTED}")
+    _refused_in_one_line(code, err, "logger.wandb.api_key")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
