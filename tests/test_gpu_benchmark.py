@@ -44,6 +44,7 @@ def test_both_cases_take_real_steps_on_both_sides(dry_run):
             assert math.isfinite(side["last_loss"]), (case, side)
             assert side["peak_memory_gib"] > 0, (case, side)
         assert hand["weights_changed"] and math.isfinite(hand["first_loss"]), (case, hand)
+        assert hand["timed_windows"] == dtrain["timed_windows"] > 0  # the same steps timed on both sides
         assert result[case]["dtrain_over_hand"] > 0
 
 

@@ -14,7 +14,9 @@ backward; 12 L d T the attention scores and their weighted sum over T positions 
 forward and backward, counted whole although causal attention computes half). The peak is the
 dense bf16 datasheet figure (989.4 TFLOP/s for an H100 SXM or an H200) and, beside it, the rate
 of a large bf16 matrix product measured here. Each side's rate is its median window of
-`window` steps (host time between device synchronisations), warm-up steps excluded.
+`window` steps (host time between device synchronisations), the `warmup` steps left out: the
+hand-written loop times its own windows; dtrain's are the throughput figures it logs (its
+metrics.csv), which end in the same synchronisation.
 """
 
 import argparse
@@ -73,7 +75,9 @@ def decoder_case(case, device: torch.device, compile: bool, peaks: dict, work: P
     del net
     result["hand"] = guarded("decoder, hand-written loop", hand_loop.decoder_loop, case, device, compile)
     overrides = through_dtrain.decoder_overrides(case, device.type, compile)
-    result["dtrain"] = guarded("decoder, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "decoder", log_dir / "decoder_dtrain.log", peaks["timeout"], env)
+    result["dtrain"] = guarded("decoder, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "decoder", log_dir / "decoder_dtrain.log", peaks["timeout"], case.warmup, env)
+    if result["dtrain"].get("samples_per_sec"):
+        result["dtrain"]["tokens_per_sec"] = result["dtrain"]["samples_per_sec"] * case.block_size
     for side in ("hand", "dtrain"):
         tokens_per_sec = result[side].get("tokens_per_sec")
         if tokens_per_sec:
@@ -92,7 +96,7 @@ def resnet_case(case, device: torch.device, compile: bool, peaks: dict, work: Pa
     result = {"case": case.as_dict(), "compile": compile, "channels_last": True}
     result["hand"] = guarded("resnet, hand-written loop", hand_loop.resnet_loop, case, device, compile)
     overrides = through_dtrain.resnet_overrides(case, device.type, compile)
-    result["dtrain"] = guarded("resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "resnet", log_dir / "resnet_dtrain.log", peaks["timeout"], env)
+    result["dtrain"] = guarded("resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "resnet", log_dir / "resnet_dtrain.log", peaks["timeout"], case.warmup, env)
     result["dtrain"]["images_per_sec"] = result["dtrain"].get("samples_per_sec")
     # FLOPs per image as dtrain counts them (the model on the meta device), for both sides.
     flops_per_image = result["dtrain"].get("recorded_flops_per_sample")

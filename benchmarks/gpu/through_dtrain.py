@@ -3,6 +3,7 @@ overrides, read back from the run directory's summary.json and metrics.csv."""
 
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -53,16 +54,21 @@ def resnet_overrides(case: ResNetCase, device: str, compile: bool) -> list[str]:
     ]
 
 
-def last_train_loss(metrics_csv: Path) -> float | None:
-    loss = None
+def read_metrics(metrics_csv: Path, warmup: int) -> dict:
+    """From the run's CSV: the last training loss, and the step time and samples/s of each
+    window that starts after the first `warmup` steps (the rule the hand-written loop times by;
+    dtrain's own summary takes the median of every window but the first batch)."""
+    loss, windows = None, []
     with metrics_csv.open(newline="") as rows:
         for row in csv.DictReader(rows):
             if row.get("train/loss"):
                 loss = float(row["train/loss"])
-    return loss
+            if row.get("train/samples_per_sec") and int(row["step"]) >= warmup:  # `step` counts from 0: the window ends at step + 1
+                windows.append((float(row["train/step_time_s"]), float(row["train/samples_per_sec"])))
+    return {"last_loss": loss, "windows": windows}
 
 
-def run_dtrain(overrides: list[str], run_dir: Path, log_path: Path, timeout: float, env: dict[str, str] | None = None) -> dict:
+def run_dtrain(overrides: list[str], run_dir: Path, log_path: Path, timeout: float, warmup: int, env: dict[str, str] | None = None) -> dict:
     """Run `python -m dtrain` with `overrides` into `run_dir`; its figures, or an error with the log's tail."""
     command = [sys.executable, "-m", "dtrain", *overrides, *COMMON, f"hydra.run.dir={run_dir}", f"paths.runs_dir={run_dir.parent}"]
     environment = {**os.environ, **(env or {})}
@@ -85,12 +91,15 @@ def run_dtrain(overrides: list[str], run_dir: Path, log_path: Path, timeout: flo
     from dtrain.perf.summary import read_summary
 
     summary = read_summary(run_dir)
-    loss = last_train_loss(run_dir / "metrics.csv")
+    metrics = read_metrics(run_dir / "metrics.csv", warmup)
+    step_times, rates = zip(*metrics["windows"]) if metrics["windows"] else ((), ())
     return {
         "steps": int(summary.get("train/batches", 0)),
-        "step_time_s": summary.get("train/step_time_s"),
-        "tokens_per_sec": summary.get("train/tokens_per_sec"),
-        "samples_per_sec": summary.get("train/samples_per_sec"),
+        "step_time_s": statistics.median(step_times) if step_times else None,
+        "samples_per_sec": statistics.median(rates) if rates else None,
+        "recorded_step_time_s": summary.get("train/step_time_s"),
+        "recorded_samples_per_sec": summary.get("train/samples_per_sec"),
+        "recorded_tokens_per_sec": summary.get("train/tokens_per_sec"),
         "data_wait_frac": summary.get("train/data_wait_frac"),
         "recorded_mfu": summary.get("train/mfu"),  # dtrain's own: FLOPs counted on the meta device
         "recorded_tflops": summary.get("train/tflops"),
@@ -100,6 +109,8 @@ def run_dtrain(overrides: list[str], run_dir: Path, log_path: Path, timeout: flo
         "peak_memory_gib": summary.get("memory/peak_gib"),
         "peak_reserved_gib": summary.get("memory/peak_reserved_gib"),
         "memory_kind": summary.get("memory/kind"),
-        "last_loss": loss,
+        "last_loss": metrics["last_loss"],
+        "timed_windows": len(rates),
+        "window_spread": (max(rates) - min(rates)) / statistics.median(rates) if rates else None,
         "seconds": seconds,
     }
