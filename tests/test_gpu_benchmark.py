@@ -85,3 +85,18 @@ def test_without_hydra_or_wheels_it_says_what_to_run_first(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu.sh", "--tiny"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "gpu_prepare.sh" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_dataloader_workers_give_way_to_a_small_dev_shm(monkeypatch):
+    """A container's 64 MB /dev/shm cannot hold the ResNet's batches in flight: both sides then load in the main process."""
+    import shutil
+    from types import SimpleNamespace
+
+    from benchmarks.gpu.__main__ import fit_workers_to_shared_memory
+    from benchmarks.gpu.sizes import GPU_RESNET
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=64 << 20, used=0, free=64 << 20))
+    case, note = fit_workers_to_shared_memory(GPU_RESNET)
+    assert case.num_workers == 0 and note["num_workers_lowered_from"] == GPU_RESNET.num_workers
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=64 << 30, used=0, free=64 << 30))
+    assert fit_workers_to_shared_memory(GPU_RESNET)[0] == GPU_RESNET

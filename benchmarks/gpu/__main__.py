@@ -21,10 +21,12 @@ metrics.csv), which end in the same synchronisation.
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -93,7 +95,8 @@ def decoder_case(case, device: torch.device, compile: bool, peaks: dict, work: P
 
 
 def resnet_case(case, device: torch.device, compile: bool, peaks: dict, work: Path, log_dir: Path, env: dict) -> dict:
-    result = {"case": case.as_dict(), "compile": compile, "channels_last": True}
+    case, shared_memory = fit_workers_to_shared_memory(case)
+    result = {"case": case.as_dict(), "compile": compile, "channels_last": True, "shared_memory": shared_memory}
     result["hand"] = guarded("resnet, hand-written loop", hand_loop.resnet_loop, case, device, compile)
     overrides = through_dtrain.resnet_overrides(case, device.type, compile)
     result["dtrain"] = guarded("resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "resnet", log_dir / "resnet_dtrain.log", peaks["timeout"], case.warmup, env)
@@ -107,6 +110,23 @@ def resnet_case(case, device: torch.device, compile: bool, peaks: dict, work: Pa
             result[side].update(tflops=achieved / 1e12, mfu=ratio(achieved, peaks["dense"]), mfu_vs_measured_matmul=ratio(achieved, peaks["matmul"]))
     result["dtrain_over_hand"] = ratio(result["dtrain"].get("images_per_sec"), result["hand"].get("images_per_sec"))
     return result
+
+
+def fit_workers_to_shared_memory(case) -> tuple[object, dict]:
+    """DataLoader workers hand their batches over in /dev/shm (two in flight per worker); where
+    it is too small for that (a container's 64 MB, say) a worker dies of SIGBUS, so the case
+    loads in the main process instead, on both sides alike."""
+    batch_bytes = case.batch_size * 3 * case.image_size**2 * 4
+    needed = 2 * case.num_workers * batch_bytes * 2  # twice the batches in flight, for margin
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        free = 0
+    note = {"dev_shm_free_gib": free / 2**30, "dev_shm_needed_gib": needed / 2**30}
+    if case.num_workers and free < needed:
+        note["num_workers_lowered_from"] = case.num_workers
+        case = dataclasses.replace(case, num_workers=0)
+    return case, note
 
 
 def main(argv: list[str] | None = None) -> int:
