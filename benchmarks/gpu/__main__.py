@@ -20,7 +20,6 @@ metrics.csv), which end in the same synchronisation.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import gc
@@ -40,6 +39,27 @@ from benchmarks.gpu.sizes import cases
 
 MFU_GOAL = 0.5  # issue 14: MFU >= 50%
 OVERHEAD_GOAL = 0.98  # ... and dtrain within 2% of the hand-written loop
+
+
+@dataclasses.dataclass
+class Setting:
+    """What every case shares: the device, the two roofs, where runs and logs go, the time left."""
+
+    device: torch.device
+    dense_peak: float | None
+    matmul_peak: float | None
+    work: Path
+    log_dir: Path
+    env: dict
+    deadline: float  # time.perf_counter() by which the whole benchmark should be done
+    dtrain_timeout: float
+
+    def timeout(self) -> float:
+        """Seconds the next `python -m dtrain` may take: its own limit, or what the budget leaves."""
+        return max(30.0, min(self.dtrain_timeout, self.deadline - time.perf_counter()))
+
+    def utilisation(self, figures: dict, achieved: float) -> None:
+        figures.update(tflops=achieved / 1e12, mfu=ratio(achieved, self.dense_peak), mfu_vs_measured_matmul=ratio(achieved, self.matmul_peak))
 
 
 def say(message: str) -> None:
@@ -65,26 +85,27 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
-def decoder_case(case, device: torch.device, compile: bool, peaks: dict, work: Path, log_dir: Path, env: dict) -> dict:
+def decoder_case(case, compile: bool, setting: Setting) -> dict:
     with torch.device("meta"):
         net = hand_loop.build_decoder(case, "meta")
     flops_per_token = net.flops_per_token()
     result = {
         "case": case.as_dict(), "compile": compile, "params": sum(p.numel() for p in net.parameters()),
         "flops_per_token": flops_per_token, "flops_formula": "6 N + 12 L d T (Transformer.flops_per_token)",
-        **hand_loop.flash_attention_runs(case, device),
+        **hand_loop.flash_attention_runs(case, setting.device),
     }
     del net
-    result["hand"] = guarded("decoder, hand-written loop", hand_loop.decoder_loop, case, device, compile)
-    overrides = through_dtrain.decoder_overrides(case, device.type, compile)
-    result["dtrain"] = guarded("decoder, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "decoder", log_dir / "decoder_dtrain.log", peaks["timeout"], case.warmup, env)
+    result["hand"] = guarded("decoder, hand-written loop", hand_loop.decoder_loop, case, setting.device, compile)
+    overrides = through_dtrain.decoder_overrides(case, setting.device.type, compile)
+    result["dtrain"] = guarded(
+        "decoder, python -m dtrain", through_dtrain.run_dtrain, overrides, setting.work / "decoder",
+        setting.log_dir / "decoder_dtrain.log", setting.timeout(), case.warmup, setting.env,
+    )
     if result["dtrain"].get("samples_per_sec"):
         result["dtrain"]["tokens_per_sec"] = result["dtrain"]["samples_per_sec"] * case.block_size
     for side in ("hand", "dtrain"):
-        tokens_per_sec = result[side].get("tokens_per_sec")
-        if tokens_per_sec:
-            achieved = tokens_per_sec * flops_per_token
-            result[side].update(tflops=achieved / 1e12, mfu=ratio(achieved, peaks["dense"]), mfu_vs_measured_matmul=ratio(achieved, peaks["matmul"]))
+        if result[side].get("tokens_per_sec"):
+            setting.utilisation(result[side], result[side]["tokens_per_sec"] * flops_per_token)
     result["dtrain_over_hand"] = ratio(result["dtrain"].get("tokens_per_sec"), result["hand"].get("tokens_per_sec"))
     mfu = result["dtrain"].get("mfu")
     result["goals"] = {
@@ -94,20 +115,21 @@ def decoder_case(case, device: torch.device, compile: bool, peaks: dict, work: P
     return result
 
 
-def resnet_case(case, device: torch.device, compile: bool, peaks: dict, work: Path, log_dir: Path, env: dict) -> dict:
+def resnet_case(case, compile: bool, setting: Setting) -> dict:
     case, shared_memory = fit_workers_to_shared_memory(case)
     result = {"case": case.as_dict(), "compile": compile, "channels_last": True, "shared_memory": shared_memory}
-    result["hand"] = guarded("resnet, hand-written loop", hand_loop.resnet_loop, case, device, compile)
-    overrides = through_dtrain.resnet_overrides(case, device.type, compile)
-    result["dtrain"] = guarded("resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, work / "resnet", log_dir / "resnet_dtrain.log", peaks["timeout"], case.warmup, env)
+    result["hand"] = guarded("resnet, hand-written loop", hand_loop.resnet_loop, case, setting.device, compile)
+    overrides = through_dtrain.resnet_overrides(case, setting.device.type, compile)
+    result["dtrain"] = guarded(
+        "resnet, python -m dtrain", through_dtrain.run_dtrain, overrides, setting.work / "resnet",
+        setting.log_dir / "resnet_dtrain.log", setting.timeout(), case.warmup, setting.env,
+    )
     result["dtrain"]["images_per_sec"] = result["dtrain"].get("samples_per_sec")
     # FLOPs per image as dtrain counts them (the model on the meta device), for both sides.
     flops_per_image = result["dtrain"].get("recorded_flops_per_sample")
     for side in ("hand", "dtrain"):
-        images_per_sec = result[side].get("images_per_sec")
-        if images_per_sec and flops_per_image:
-            achieved = images_per_sec * flops_per_image
-            result[side].update(tflops=achieved / 1e12, mfu=ratio(achieved, peaks["dense"]), mfu_vs_measured_matmul=ratio(achieved, peaks["matmul"]))
+        if result[side].get("images_per_sec") and flops_per_image:
+            setting.utilisation(result[side], result[side]["images_per_sec"] * flops_per_image)
     result["dtrain_over_hand"] = ratio(result["dtrain"].get("images_per_sec"), result["hand"].get("images_per_sec"))
     return result
 
@@ -133,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: the CPU dry run")
-    parser.add_argument("--out", type=Path, help="folder for gpu_benchmark.json and the dtrain runs' logs")
+    parser.add_argument("--out", type=Path, help="folder for gpu_benchmark.json (written after each case) and the dtrain runs' logs")
     parser.add_argument("--threads", type=int, help="CPU threads for both sides (OMP_NUM_THREADS for dtrain)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", default=None, help="the decoder without torch.compile")
     parser.add_argument("--compile-resnet", action="store_true", help="torch.compile the ResNet too (a minute or two more)")
     parser.add_argument("--dtrain-timeout", type=float, default=240, help="seconds each python -m dtrain may take")
+    parser.add_argument("--budget", type=float, default=420, help="seconds the whole benchmark should take: a late dtrain run gets what is left")
     args = parser.parse_args(argv)
+    began = time.perf_counter()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu benchmark: no CUDA device here; run it on the GPU machine, or --device cpu --tiny for the dry run", file=sys.stderr)
@@ -148,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
         env["OMP_NUM_THREADS"] = str(args.threads)
-    began = time.perf_counter()
     decoder, resnet = cases(args.tiny)
     result = {
         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -159,18 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     dense, source = ceilings.dense_peak(device)
     matmul = guarded("bf16 matrix product", ceilings.matmul_rate, device, 8192 if device.type == "cuda" else 256)
     result["ceilings"] = {"dense_bf16_peak_flops": dense, "dense_peak_source": source, "measured_bf16_matmul": matmul}
-    peaks = {"dense": dense, "matmul": matmul.get("median_flops"), "timeout": args.dtrain_timeout}
-    with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dtrain-gpu-benchmark-")))
-        log_dir = args.out or work
-        log_dir.mkdir(parents=True, exist_ok=True)
-        result["decoder"] = decoder_case(decoder, device, compile, peaks, work, log_dir, env)
-        result["resnet"] = resnet_case(resnet, device, args.compile_resnet, peaks, work, log_dir, env)
+
+    def save() -> str:
+        text = json.dumps(result, indent=1)
+        if args.out:  # after each case, so a run stopped from outside still leaves what it measured
+            (args.out / "gpu_benchmark.json").write_text(text + "\n")
+        return text
+
+    with tempfile.TemporaryDirectory(prefix="dtrain-gpu-benchmark-") as work:
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+        setting = Setting(device, dense, matmul.get("median_flops"), Path(work), args.out or Path(work), env, began + args.budget, args.dtrain_timeout)
+        result["decoder"] = decoder_case(decoder, compile, setting)
+        save()
+        result["resnet"] = resnet_case(resnet, args.compile_resnet, setting)
     result["total_seconds"] = time.perf_counter() - began
-    text = json.dumps(result, indent=1)
-    if args.out:
-        (args.out / "gpu_benchmark.json").write_text(text + "\n")
-    print(text)
+    print(save())
     failed = [name for name, part in _parts(result) if "error" in part]
     if failed:
         say(f"failed: {', '.join(failed)}")
