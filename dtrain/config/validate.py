@@ -1,6 +1,7 @@
 """Checks a composed config for mistakes a user can make, before anything is trained or written.
 
-Nothing here imports torch, except `check_devices`, which has to ask what the machine has.
+Nothing here imports torch, except `check_devices`, which has to ask what the machine has (after
+setting OpenMP's wait policy, which torch's OpenMP reads once: dtrain.launch.threads).
 """
 
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dtrain.config.errors import ConfigError
+from dtrain.launch.threads import import_torch
 
 
 def _value(cfg: DictConfig, key: str):
@@ -118,16 +120,25 @@ def _precision(cfg: DictConfig) -> None:
         raise ConfigError("trainer.precision", f"{value!r} is not a precision Lightning knows; choose one of: {choices}")
 
 
+# What Lightning's StrategyRegistry holds (tests/test_startup.py checks this list against the
+# installed Lightning): named here so that a mistake is found without importing Lightning and torch.
+LIGHTNING_STRATEGIES = (
+    "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed", "deepspeed_stage_1",
+    "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug",
+)
+
+
 def _strategy_name(cfg: DictConfig) -> None:
     """A strategy given by name (`trainer.strategy=ddp`) must be one Lightning registers;
     dtrain's own trainers give theirs as a `_target_`."""
     value = _value(cfg, "trainer.strategy")
     if not isinstance(value, str) or value == "auto":
         return
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    names = StrategyRegistry.available_strategies()
-    if value not in names and value not in ("ddp", "ddp_spawn", "deepspeed", "fsdp", "single_device", "dp"):
+    if value not in LIGHTNING_STRATEGIES and value not in ("dp",):
         raise ConfigError("trainer.strategy", f"{value!r} is not a strategy Lightning knows; pick a dtrain trainer instead (trainer=ddp, trainer=fsdp, trainer=deepspeed_zero2, ...; `python -m dtrain --help` lists them)")
 
 
@@ -212,9 +223,7 @@ def uses_gpu(trainer: DictConfig) -> bool:
     if accelerator in ("gpu", "cuda"):
         return True
     if accelerator == "auto":
-        import torch
-
-        return torch.cuda.is_available()
+        return import_torch().cuda.is_available()
     return False
 
 
@@ -224,9 +233,7 @@ def check_devices(trainer: DictConfig) -> int:
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise ConfigError("trainer.accelerator", f"unknown accelerator {accelerator!r}; use cpu, gpu or auto")
     if uses_gpu(trainer):
-        import torch
-
-        available = torch.cuda.device_count()
+        available = import_torch().cuda.device_count()
         if available == 0:
             raise ConfigError("trainer.accelerator", "no CUDA GPU on this machine; use trainer=cpu (or trainer=ddp for several CPU processes)")
         kind = "GPU(s)"

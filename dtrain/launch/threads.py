@@ -26,6 +26,7 @@ KEY = "runtime.threads"
 AUTO = "auto"
 # Any of these set by the user is their choice of how OpenMP threads wait; dtrain adds none then.
 WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _positive(text: str | None) -> int | None:
 
 def _cgroup_cpus() -> int | None:
     """A CPU quota of this container (cgroup v2 `cpu.max`, or v1's cfs quota), rounded up."""
-    root = Path("/sys/fs/cgroup")
+    root = CGROUP_ROOT
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
     except (OSError, ValueError):
@@ -96,9 +97,10 @@ def resolve(value, processes: int = 1) -> tuple[int, str]:
     if value != AUTO:
         return int(value), f"{KEY}={value}"
     cores, source = allotment()
+    said = f"{cores} core{'s' if cores != 1 else ''} ({source})"
     if processes > 1 and not _launched_externally():  # dtrain's launcher or Lightning starts them all here
-        return max(1, cores // processes), f"{cores} cores ({source}) shared by {processes} processes"
-    return cores, f"{cores} cores ({source})"
+        return max(1, cores // processes), f"{said} shared by {processes} processes"
+    return cores, said
 
 
 def recorded_threads(run_dir: Path) -> int | None:
@@ -116,6 +118,15 @@ def set_wait_policy() -> None:
     when torch is first imported, and inherited by every process started from this one."""
     if not any(name in os.environ for name in WAIT_POLICY_VARIABLES):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def import_torch():
+    """torch, loaded after the wait policy is set: for the first of dtrain's imports of torch in a
+    process (a device check's, or run()'s)."""
+    set_wait_policy()
+    import torch
+
+    return torch
 
 
 def apply_threads(threads: int) -> None:
