@@ -56,7 +56,7 @@ class Setting:
 
     def timeout(self) -> float:
         """Seconds the next `python -m dtrain` may take: its own limit, or what the budget leaves."""
-        return max(30.0, min(self.dtrain_timeout, self.deadline - time.perf_counter()))
+        return min(self.dtrain_timeout, max(30.0, self.deadline - time.perf_counter()))
 
     def utilisation(self, figures: dict, achieved: float) -> None:
         figures.update(tflops=achieved / 1e12, mfu=ratio(achieved, self.dense_peak), mfu_vs_measured_matmul=ratio(achieved, self.matmul_peak))
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
         setting = Setting(device, dense, matmul.get("median_flops"), Path(work), args.out or Path(work), env, began + args.budget, args.dtrain_timeout)
-        result["decoder"] = decoder_case(decoder, compile, setting)
+        result["decoder"] = guarded("decoder", decoder_case, decoder, compile, setting)
         save()
-        result["resnet"] = resnet_case(resnet, args.compile_resnet, setting)
+        result["resnet"] = guarded("resnet", resnet_case, resnet, args.compile_resnet, setting)
     result["total_seconds"] = time.perf_counter() - began
     print(save())
     failed = [name for name, part in _parts(result) if "error" in part]
@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parts(result: dict):
     yield "matmul", result["ceilings"]["measured_bf16_matmul"]
     for case in ("decoder", "resnet"):
+        yield case, result[case]
         for side in ("hand", "dtrain"):
-            yield f"{case} {side}", result[case][side]
+            if side in result[case]:
+                yield f"{case} {side}", result[case][side]
 
 
 def _library_versions() -> dict:
