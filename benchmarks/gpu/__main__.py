@@ -67,7 +67,7 @@ def say(message: str) -> None:
 
 
 def guarded(name: str, work, *args) -> dict:
-    """One side of one case; a failure is reported in the JSON and the other cases still run."""
+    """One part (a case, or one side of it); a failure is reported in the JSON and the rest still runs."""
     began = time.perf_counter()
     try:
         result = work(*args)
