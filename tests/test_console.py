@@ -110,3 +110,20 @@ def test_the_console_filter_hides_noise_and_repeats_and_other_ranks(monkeypatch)
     monkeypatch.setattr(logs, "rank", lambda: 1)  # another rank: errors only
     assert not shown(console, "dtrain.train", "a warning only rank 1 has", logging.WARNING)
     assert shown(console, "dtrain.train", "rank 1 failed", logging.ERROR)
+
+
+def test_a_terminal_bar_redraws_a_few_times_a_second_and_at_each_stage_end(monkeypatch):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from dtrain.console.progress import throttled
+
+    drawn = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, *args: drawn.append(args[-1]))
+    monkeypatch.setattr(RichProgressBar, "total_train_batches", property(lambda self: 100))
+    bar = throttled(RichProgressBar)()
+    for batch_idx in range(100):  # far faster than the interval: the first batch and the last
+        bar.on_train_batch_end(None, None, None, None, batch_idx)
+    assert drawn == [0, 99]
+    bar._drawn -= bar.interval  # the interval passed: the next batch is drawn
+    bar.on_train_batch_end(None, None, None, None, 5)
+    assert drawn[-1] == 5

@@ -8,7 +8,8 @@ from tests.learning import LEARNING, learned
 
 @pytest.mark.parametrize("model", ["rnn", "lstm", "gru"])
 def test_recurrent_smoke(train, model):
-    metrics, _ = train(f"model={model}", "budget=smoke")
+    metrics, run_dir = train(f"model={model}", "budget=smoke", *LEARNING)
+    learned(run_dir)
     assert {"test/mse", "test/mae", "baseline/naive_mse"} <= set(metrics)
 
 
@@ -20,8 +21,9 @@ def test_classification_task_takes_an_lstm_net_on_sequences(train):
 
 
 def test_transformer_smoke(train):
-    metrics, _ = train("model=transformer", "budget=smoke")
-    assert metrics["baseline/unigram_entropy_bits"] > 4
+    metrics, run_dir = train("model=transformer", "budget=smoke", *LEARNING)
+    learned(run_dir)
+    assert metrics["baseline/unigram_entropy_bits"] > 4 and metrics["test/bpc"] < 8
 
 
 @pytest.mark.bars

@@ -6,6 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from dtrain.config.errors import ConfigError
+from dtrain.data.batched import batched, collate
 from dtrain.data.sampler import ResumableSampler
 from dtrain.parallel.mesh import data_parallel_size_and_rank
 
@@ -99,15 +100,16 @@ class DataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         dp_size, dp_rank = data_parallel_size_and_rank(self.trainer)
         sampler = ResumableSampler(dataset, num_replicas=dp_size, rank=dp_rank, shuffle=shuffle, seed=self.seed)
+        own_collate = getattr(self, "collate_fn", None)
         return DataLoader(
-            dataset,
+            dataset if own_collate else batched(dataset),  # in-memory tensors: a batch per index, not per sample
             batch_size=self.per_device_batch_size(),
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=pins_memory(self.trainer),
-            collate_fn=getattr(self, "collate_fn", None),
+            collate_fn=own_collate or collate,
         )
 
     # -- position in the epoch, saved in every checkpoint ----------------------------------

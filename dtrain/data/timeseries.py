@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
+from dtrain.data.batched import CollatedBatch, window_index
 from dtrain.data.splits import in_order
 from dtrain.extras import require
 
@@ -44,6 +45,11 @@ class Windows(Dataset):
         t = self.targets[i]
         start = t - self.horizon + 1 - self.window
         return self.series[start : start + self.window].unsqueeze(-1), self.series[t : t + 1]
+
+    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+        targets = torch.as_tensor([self.targets[i] for i in indices])
+        inputs = self.series[window_index(targets - self.horizon + 1 - self.window, self.window)]
+        return CollatedBatch((inputs.unsqueeze(-1), self.series[targets].unsqueeze(-1)))
 
 
 class TimeSeriesDataModule(DataModule):
