@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 from dtrain.data.batched import BatchedTensorDataset, CollatedBatch, batched, collate
+from dtrain.data.generated import RandomImages, RandomTokens
 from dtrain.data.text import TokenBlocks
 from dtrain.data.timeseries import Windows
 
@@ -25,7 +26,9 @@ def test_each_in_memory_dataset_gathers_a_batch_as_the_samples_would_stack():
     tensors = TensorDataset(torch.randn(20, 4, 2), torch.randint(0, 5, (20,)))
     blocks = TokenBlocks(torch.randint(0, 256, (500,)), block_size=16)
     windows = Windows(torch.randn(300), targets=range(40, 120), window=12, horizon=3)
-    for dataset in (BatchedTensorDataset(*tensors.tensors), blocks, windows):
+    tokens = RandomTokens(30, block_size=8, vocab_size=50, generator=torch.Generator().manual_seed(0))
+    images = RandomImages(30, distinct=7, channels=3, image_size=4, num_classes=5, generator=torch.Generator().manual_seed(0))
+    for dataset in (BatchedTensorDataset(*tensors.tensors), blocks, windows, tokens, images):
         batch = dataset.__getitems__(indices)
         assert isinstance(batch, CollatedBatch)
         assert_same(collate(batch), per_sample(dataset, indices))

@@ -6,6 +6,7 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
+from dtrain.data.batched import CollatedBatch
 
 # Each split draws from its own stream of `data_seed`, so the splits never share samples and,
 # as in every datamodule, do not change with the run's seed (which orders the training samples).
@@ -35,6 +36,10 @@ class RandomTokens(Dataset):
         window = self.tokens[i]
         return window[:-1], window[1:]
 
+    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+        windows = self.tokens[torch.as_tensor(indices)]
+        return CollatedBatch((windows[:, :-1].contiguous(), windows[:, 1:].contiguous()))
+
 
 class RandomImages(Dataset):
     """`samples` images in [-1, 1] with a random class each; the pixels repeat every
@@ -49,6 +54,10 @@ class RandomImages(Dataset):
 
     def __getitem__(self, i: int):
         return self.pixels[i % len(self.pixels)], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+        index = torch.as_tensor(indices)
+        return CollatedBatch((self.pixels[index % len(self.pixels)], self.labels[index]))
 
 
 class GeneratedTokensDataModule(DataModule):
