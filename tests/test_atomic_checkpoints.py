@@ -18,7 +18,8 @@ from tests.conftest import REPO, child_env
 
 # 6 steps, a checkpoint every 2 (steps 2, 4, 6); the kill comes inside the second save of last.ckpt.
 RUN = ["model=mlp", "budget=smoke", "trainer.max_steps=6", "callbacks.last_checkpoint.every_n_train_steps=2",
-       "logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+       "logger=[csv]", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+       "test=false", "~callbacks.records", "trainer.num_sanity_val_steps=0"]  # what these tests do not need
 SHARDED = ["trainer=fsdp", "trainer.devices=1", "trainer.strategy.state_dict_type=sharded"]  # one process, a DCP folder
 
 

@@ -79,6 +79,15 @@ def save_atomically(trainer, filepath: str | Path, weights_only: bool = False) -
 class AtomicCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint (same arguments, same files), saving with save_atomically."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._rewind_loggers = False
+
+    def _generate_state_key(self, **kwargs) -> str:
+        # ModelCheckpoint's own key: a run checkpointed by a plain ModelCheckpoint (dtrain before
+        # atomic saves) resumes with its best and last paths.
+        return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if not self._local():
@@ -93,7 +102,7 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._rewind_loggers = trainer.ckpt_path is not None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if not getattr(self, "_rewind_loggers", False):
+        if not self._rewind_loggers:
             return
         self._rewind_loggers = False
         # The step loggers get (Lightning's logger connector uses this counter, not global_step,
