@@ -117,3 +117,21 @@ def test_ddp_ranks_share_the_cores_and_a_resumed_run_keeps_the_count(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((probe / "rank0.jsonl").read_text().splitlines()[-1])
     assert resumed["threads"] == share and OmegaConf.load(run_dir / "config.yaml").runtime.threads == share
+
+
+def test_runs_started_side_by_side_split_the_cores_and_ended_runs_free_theirs(tmp_path, monkeypatch):
+    from dtrain.launch import core_shares
+
+    monkeypatch.setattr(core_shares, "FOLDER", tmp_path)
+    cores = set(range(8))
+    core_shares.announce(cores)
+    other = {"pid": os.getppid(), "started": core_shares._started(os.getppid()), "cores": sorted(cores), "threads": None}
+    (tmp_path / "other.json").write_text(json.dumps(other))  # a run that announced itself and is still deciding
+    (tmp_path / "ended.json").write_text(json.dumps({**other, "pid": 2**22 + 1, "threads": 8}))  # its process is gone
+    assert core_shares.take(cores, 8) == (4, 1)
+    assert not (tmp_path / "ended.json").exists()
+    (tmp_path / "other.json").write_text(json.dumps({**other, "threads": 6}))  # it decided: 6 of the 8
+    assert core_shares.take(cores, 8) == (2, 1)
+    assert core_shares.take({8, 9}, 2) == (2, 0)  # other cores: nobody to share with
+    core_shares.withdraw()
+    assert [p.name for p in tmp_path.glob("*.json")] == ["other.json"]

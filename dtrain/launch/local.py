@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dtrain.config.errors import ConfigError
+from dtrain.launch.threads import SHARE_TAKEN
 
 _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
 
@@ -63,11 +64,14 @@ def run_threads() -> Iterator[None]:
     (dtrain.launch.threads applied it): Lightning's launchers keep an OMP_NUM_THREADS they find."""
     import torch
 
+    from dtrain.launch.threads import release
+
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     try:
         yield
     finally:
+        release()  # the run's cores are free for the next dtrain run
         if saved is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
@@ -94,7 +98,7 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
     saved = {key: os.environ.get(key) for key in _DIST_ENV}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(processes), NODE_RANK="0", LOCAL_RANK="0")
     procs = [
-        subprocess.Popen([sys.executable, "-m", "dtrain.launch.rank", str(run_dir)], env={**os.environ, "LOCAL_RANK": str(rank)})
+        subprocess.Popen([sys.executable, "-m", "dtrain.launch.rank", str(run_dir)], env={**os.environ, "LOCAL_RANK": str(rank), SHARE_TAKEN: "1"})
         for rank in range(1, processes)
     ]
     stop = threading.Event()

@@ -3,15 +3,17 @@
 `auto` is the share of the cores this process may use: the smallest of its CPU affinity, a
 cgroup CPU quota, Slurm's CPUs per task, an `OMP_NUM_THREADS` someone else set (a user, or Ray
 for its workers) and a torch thread count the program calling `run()` chose, divided among
-the processes of the run that share them (ranks dtrain or Lightning start here). The count
-depends on the allotment only, never on what else happens to run at the moment, so the same
-command gets the same count (and the same bits) each time; the number is written into the
-run's config, and a resumed, retried or requeued run in the same directory keeps it.
+the processes of the run that share them (ranks dtrain or Lightning start here), and among the
+other dtrain runs on the same cores (dtrain.launch.core_shares): two runs started side by side
+take one core each of two, instead of both spinning on both. The number is written into the
+run's config, and a resumed, retried or requeued run in the same directory keeps it (a
+reduction over another thread count can change the bits).
 
-Other processes on the same cores are made harmless by OpenMP's wait policy instead: a thread
-that finished its part of an op sleeps (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning on a
-core another process needs, which is what made a busy machine 100x slower per step. It is set
-before torch is imported, when it still counts, and passed to every process the run starts.
+Threads left idle wait passively (`OMP_WAIT_POLICY=PASSIVE`, unless the user chose a wait
+policy): a thread that finished its part of an op sleeps instead of spinning on a core another
+process needs, which is what made a busy machine up to 100x slower per step. OpenMP reads it
+once, when torch loads: it is set before dtrain first imports torch, and inherited by every
+process the run starts.
 """
 
 import logging
@@ -27,6 +29,8 @@ AUTO = "auto"
 # Any of these set by the user is their choice of how OpenMP threads wait; dtrain adds none then.
 WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Set by dtrain.launch.local in the ranks it starts: the run's first process holds their share.
+SHARE_TAKEN = "DTRAIN_CORE_SHARE_TAKEN"
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +146,42 @@ def apply_threads(threads: int) -> None:
         pass
 
 
+def _cores() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def settle_threads(cfg: DictConfig, processes: int, run_dir: Path) -> int:
     """Decide `runtime.threads` for this run (kept from the run directory when it is being
     continued), write the number into `cfg` before its config is saved, and apply it."""
+    from dtrain.launch import core_shares
+
     set_wait_policy()  # first: torch may be imported below
     value = OmegaConf.select(cfg, KEY, default=AUTO)
     recorded = recorded_threads(run_dir) if value == AUTO else None
+    here = processes if processes > 1 and not _launched_externally() else 1  # this run's processes on these cores
+    counted = SHARE_TAKEN in os.environ  # a rank dtrain started: the run's first process took the share of all
     if recorded is not None:
         threads, why = recorded, "kept from the run's saved config"
+    elif value == AUTO and not counted:
+        core_shares.announce(_cores())
+        import_torch()  # the seconds torch takes to load: runs started alongside this one announce themselves meanwhile
+        threads, why = resolve(value, processes)
+        total, others = core_shares.take(_cores(), threads * here)
+        if total < threads * here:
+            threads, why = max(1, total // here), f"{why}, shared with {others} other dtrain run(s) on these cores"
     else:
         threads, why = resolve(value, processes)
+    if not counted and (recorded is not None or value != AUTO):
+        core_shares.take(_cores(), threads * here)  # others see what this run holds
     with open_dict(cfg):
         OmegaConf.update(cfg, KEY, threads, force_add=True)
     apply_threads(threads)
     log.debug("threads: %d per process (%s)", threads, why)
     return threads
+
+
+def release() -> None:
+    """The run has ended here: the next run may take its cores."""
+    from dtrain.launch import core_shares
+
+    core_shares.withdraw()
