@@ -24,8 +24,8 @@ Old checkpoints are deleted by renaming them out of `*.ckpt` first.
 A resumed run also rewinds the loggers that keep rows on disk (dtrain's CSVLogger) to the
 checkpoint: the rows the killed run wrote after it are recorded again by the resumed run.
 
-Not covered: an asynchronous CheckpointIO (the file is not written when the save returns) and
-non-local paths (s3://...), which keep Lightning's own save; `save_last="link"` replaces the
+Not covered: an asynchronous CheckpointIO (the file is not written when the save returns, so
+it cannot be renamed yet) and non-local paths (s3://...), which keep Lightning's own save; `save_last="link"` replaces the
 link non-atomically (a kill in between leaves the checkpoint it pointed to, which the picker finds).
 """
 
@@ -37,6 +37,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from dtrain.callbacks import checkpoint_files as files
 
@@ -82,6 +83,7 @@ class AtomicCheckpoint(ModelCheckpoint):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._rewind_loggers = False
+        self._atomic = False  # decided in setup, when the strategy's CheckpointIO is known
 
     def _generate_state_key(self, **kwargs) -> str:
         # ModelCheckpoint's own key: a run checkpointed by a plain ModelCheckpoint (dtrain before
@@ -90,7 +92,9 @@ class AtomicCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if not self._local():
+        local = self.dirpath is not None and _is_local_file_protocol(self.dirpath)
+        self._atomic = local and not isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO)
+        if not self._atomic:
             return
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default, not a user's plugin
             trainer.strategy.checkpoint_io = DirectCheckpointIO()
@@ -113,11 +117,8 @@ class AtomicCheckpoint(ModelCheckpoint):
             if hasattr(logger, "forget_steps_from"):
                 logger.forget_steps_from(step)
 
-    def _local(self) -> bool:
-        return self.dirpath is not None and _is_local_file_protocol(self.dirpath)
-
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        if not self._local():
+        if not self._atomic:
             return super()._save_checkpoint(trainer, filepath)
         save_atomically(trainer, filepath, self.save_weights_only)
         # What ModelCheckpoint._save_checkpoint does after its save.
@@ -128,7 +129,7 @@ class AtomicCheckpoint(ModelCheckpoint):
                 logger.after_save_checkpoint(proxy(self))
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        if not self._local():
+        if not self._atomic:
             return super()._remove_checkpoint(trainer, filepath)
         if trainer.is_global_zero:
             files.remove(Path(filepath))
