@@ -10,15 +10,17 @@ from lightning.fabric.utilities.seed import reset_seed
 
 from dtrain.extras import require
 from dtrain.parallel.deepspeed_config import offloads_optimizer, persistent_extensions_dir, to_cpu_adam
+from dtrain.parallel.restore_order import LoaderAfterRestore
 
 
 def _on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-class DeepSpeed(DeepSpeedStrategy):
+class DeepSpeed(LoaderAfterRestore, DeepSpeedStrategy):
     """Lightning's DeepSpeed strategy, swapping a torch Adam/AdamW for DeepSpeed's CPU Adam when the
-    optimizer is offloaded (DeepSpeed refuses any other optimizer there)."""
+    optimizer is offloaded (DeepSpeed refuses any other optimizer there), and resuming mid-epoch
+    from the checkpoint's position (LoaderAfterRestore)."""
 
     def _init_optimizers(self):
         optimizer, scheduler = super()._init_optimizers()
@@ -69,8 +71,9 @@ class CPUDeepSpeed(DeepSpeed):
         )
 
 
-class FSDP(FSDPStrategy):
-    """Lightning's FSDP strategy, keeping the FSDP wrapper that fit built for the stages after it.
+class FSDP(LoaderAfterRestore, FSDPStrategy):
+    """Lightning's FSDP strategy, keeping the FSDP wrapper that fit built for the stages after it,
+    and resuming mid-epoch from the checkpoint's position (LoaderAfterRestore).
 
     Lightning hands each stage (fit, then test) the bare LightningModule and wraps it again; but
     after fit its parameters are views of FSDP's flat shards, so a second wrapper (or a full
@@ -117,7 +120,7 @@ def deepspeed(accelerator: str = "auto", stage: int = 2, **kwargs) -> DeepSpeedS
     persistent_extensions_dir()
     if not _on_gpu(accelerator):
         return CPUDeepSpeed(stage=stage, **kwargs)
-    return (DeepSpeed if kwargs.get("offload_optimizer") else DeepSpeedStrategy)(stage=stage, **kwargs)
+    return DeepSpeed(stage=stage, **kwargs)
 
 
 def fsdp(accelerator: str = "auto", auto_wrap_min_params: int | None = None, **kwargs) -> FSDPStrategy:

@@ -6,6 +6,7 @@ from torch import nn
 
 from dtrain.config.errors import ConfigError
 from dtrain.parallel import tensor_parallel
+from dtrain.parallel.restore_order import LoaderAfterRestore
 
 
 def shard(module: nn.Module, mesh) -> None:
@@ -30,13 +31,14 @@ def shard(module: nn.Module, mesh) -> None:
         fully_shard(net, mesh=dp_mesh)
 
 
-class ModelParallel(ModelParallelStrategy):
+class ModelParallel(LoaderAfterRestore, ModelParallelStrategy):
     """ModelParallelStrategy whose sizes default sensibly and whose sharding is dtrain's plan.
 
     `tensor_parallel_size` ranks (consecutive global ranks) hold one replica's shards;
     `data_parallel_size` replicas (FSDP2) train on different data. Give one size; the other is
     the world size divided by it. The plan is applied in the task's `configure_model` hook,
-    which the strategy supplies (after any the task defines itself).
+    which the strategy supplies (after any the task defines itself). A resume continues mid-epoch
+    from the checkpoint's position (LoaderAfterRestore).
     """
 
     def __init__(self, data_parallel_size="auto", tensor_parallel_size="auto", **kwargs):
