@@ -12,6 +12,7 @@ from dtrain.config.secrets import redacted
 from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
 from dtrain.console.logs import start_logging
+from dtrain.failures import as_config_error, known_failures
 from dtrain.launch.local import local_ranks
 from dtrain.launch.threads import settle_threads
 from dtrain.run_dir import fix_run_dir, save_config, write_env_record
@@ -53,7 +54,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir)
 
-    with trusting(trust), local_ranks(cfg.trainer, processes, run_dir):
+    with trusting(trust), local_ranks(cfg.trainer, processes, run_dir), known_failures():  # out of memory, ...: one line
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
         datamodule = instantiate(cfg.data)
@@ -124,8 +125,8 @@ def net_must_fit_data(cfg: DictConfig, trainer=None) -> Iterator[None]:
     except Exception as error:
         from dtrain.callbacks.sanity_check import failed_in_sanity_check
 
-        if trainer is None or not failed_in_sanity_check(trainer):
-            raise
+        if trainer is None or not failed_in_sanity_check(trainer) or isinstance(error, ConfigError) or as_config_error(error):
+            raise  # not the net's fault, or a failure known_failures names better
         if OmegaConf.select(cfg, "model.net._target_") is None:  # a user's module without a net: their traceback
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -54,3 +54,46 @@ class PoisonBatches(Callback):
             (Path(trainer.default_root_dir) / "poison.json").write_text(json.dumps(self.sums))
         if step in self.steps:
             batch[0].fill_(float("nan"))
+
+
+class HostOutOfMemory(Callback):
+    """At training batch `at`, asks the CPU allocator for a petabyte: a real allocation failure."""
+
+    def __init__(self, at: int = 1):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.at:
+            torch.empty(1 << 50, dtype=torch.uint8)
+
+
+class DyingInWorkers(torch.utils.data.Dataset):
+    """`dataset`, except that a DataLoader worker process asked for a sample SIGKILLs itself."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        import os
+        import signal
+
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.dataset[index]
+
+
+def dying_worker_digits(**kwargs):
+    """The digits datamodule, whose training samples kill the worker process loading them
+    (`data._target_=tests.probes.dying_worker_digits data.num_workers=2`)."""
+    from dtrain.data.digits import DigitsDataModule
+
+    class DyingWorkerDigits(DigitsDataModule):
+        def setup(self, stage=None):
+            super().setup(stage)
+            if not isinstance(self.train_set, DyingInWorkers):
+                self.train_set = DyingInWorkers(self.train_set)
+
+    return DyingWorkerDigits(**kwargs)

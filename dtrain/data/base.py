@@ -101,9 +101,13 @@ class DataModule(L.LightningDataModule):
         dp_size, dp_rank = data_parallel_size_and_rank(self.trainer)
         sampler = ResumableSampler(dataset, num_replicas=dp_size, rank=dp_rank, shuffle=shuffle, seed=self.seed)
         own_collate = getattr(self, "collate_fn", None)
+        batch_size = self.per_device_batch_size()
+        if drop_last and len(sampler) < batch_size:  # Lightning would "train" on no batches and call it done
+            raise ConfigError("data.batch_size", f"the training split holds {len(sampler)} samples per data-parallel rank, "
+                                                 f"fewer than one batch of {batch_size}; lower data.batch_size")
         return DataLoader(
             dataset if own_collate else batched(dataset),  # in-memory tensors: a batch per index, not per sample
-            batch_size=self.per_device_batch_size(),
+            batch_size=batch_size,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,

@@ -8,6 +8,7 @@ from torch.utils.data import Subset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.splits import split_indices
+from dtrain.data.user_files import load_image
 
 
 class ImageFolderDataModule(DataModule):
@@ -49,7 +50,7 @@ class ImageFolderDataModule(DataModule):
             ]
         )
         try:
-            return datasets.ImageFolder(root, transform=transform)
+            return datasets.ImageFolder(root, transform=transform, loader=load_image)
         except (FileNotFoundError, RuntimeError) as error:
             raise ConfigError("data.path", f"{root}: {error}") from None
 

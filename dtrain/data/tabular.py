@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.splits import split_indices
+from dtrain.data.user_files import read_numeric_csv
 
 # Bundled with scikit-learn (no download): name -> (loader name, task).
 BUNDLED = {
@@ -22,13 +23,12 @@ BUNDLED = {
 
 def load_csv(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Numeric CSV with a header row; `target` names the label column (default: the last)."""
-    table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64, encoding="utf-8")
-    columns = list(table.dtype.names)
+    columns, values = read_numeric_csv(path)
     target = target or columns[-1]
     if target not in columns:
         raise ConfigError("data.target", f"column {target!r} is not in {path} (columns: {', '.join(columns)})")
-    features = np.stack([table[c] for c in columns if c != target], axis=1)
-    return features, table[target]
+    column = columns.index(target)
+    return np.delete(values, column, axis=1), values[:, column]
 
 
 class TabularDataModule(DataModule):
@@ -87,6 +87,10 @@ class TabularDataModule(DataModule):
             return
         features, labels = self._load()
         classification = self.task == "classification"
+        if classification and (labels.min() < 0 or not np.all(labels == np.round(labels))):
+            row = int(np.flatnonzero((labels < 0) | (labels != np.round(labels)))[0])
+            raise ConfigError("data.target", f"class labels must be whole numbers from 0; data row {row + 1} has {labels[row]:g} "
+                                             "(renumber the classes, or data.task=regression for a number to predict)")
         train, val, test = split_indices(
             len(labels), self.val_fraction, self.test_fraction, labels=labels if classification else None, seed=self.split_seed
         )

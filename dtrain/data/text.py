@@ -11,6 +11,7 @@ from dtrain.data.base import DataModule
 from dtrain.data.batched import CollatedBatch, window_index
 from dtrain.data.sources import source_files, stdlib_dir
 from dtrain.data.splits import in_order
+from dtrain.data.user_files import check_text
 from dtrain.data.tokenizer import ByteTokenizer, check_tokenizer, make_tokenizer
 
 # Sub-folders of a corpus folder that are not its own text (tests, caches, vendored packages, the stdlib's demos).
@@ -85,6 +86,7 @@ class TextDataModule(DataModule):
         if not self.path.exists():
             raise ConfigError("data.path", f"{self.path} does not exist; give a text file or a folder of them")
         corpus = read_corpus(self.path, self.pattern, self.max_bytes)
+        check_text(corpus, self.path)
         if len(corpus) < 20 * self.block_size:
             raise ConfigError("data.path", f"{self.path} holds {len(corpus)} bytes matching {self.pattern!r}; need at least {20 * self.block_size}")
         return corpus

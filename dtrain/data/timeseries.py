@@ -8,18 +8,18 @@ from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
 from dtrain.data.batched import CollatedBatch, window_index
 from dtrain.data.splits import in_order
+from dtrain.data.user_files import read_numeric_csv
 from dtrain.extras import require
 
 
 def load_series(dataset: str, path: str | None, column: str | None) -> np.ndarray:
     """A 1-D float series: a statsmodels dataset by name (bundled, no download) or a CSV column."""
     if path is not None:
-        table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64, encoding="utf-8")
-        columns = list(table.dtype.names)
+        columns, values = read_numeric_csv(path)
         column = column or columns[-1]
         if column not in columns:
             raise ConfigError("data.column", f"column {column!r} is not in {path} (columns: {', '.join(columns)})")
-        return table[column]
+        return values[:, columns.index(column)]
     bundled = {"sunspots": ("sunspots", "SUNACTIVITY"), "nile": ("nile", "volume"), "co2": ("co2", "co2")}
     if dataset not in bundled:
         raise ConfigError("data.dataset", f"unknown series {dataset!r}; choose one of {', '.join(bundled)} or set data.path")

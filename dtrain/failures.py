@@ -1,0 +1,72 @@
+"""Failures met while training that have a known cause and fix (out of memory, a data loader
+worker that died, a label the net has no class for, a sample that cannot be read), turned into
+dtrain's one-line errors (exit 2) instead of tracebacks."""
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dtrain.config.errors import ConfigError
+
+PLAN = "`python -m dtrain.plan <the same overrides>` estimates the memory a run needs"
+
+
+class BadSample(ConfigError):
+    """A sample the data cannot be read from (a corrupt file), naming it.
+
+    Raised inside DataLoader worker processes too: torch re-raises a worker's exception in the
+    main process by calling its class with the worker's formatted traceback alone, whose last
+    line is `<module>.BadSample: <key>: <message>`, so one argument rebuilds it.
+    """
+
+    def __init__(self, key: str, message: str | None = None):
+        if message is None:
+            key, _, message = key.strip().splitlines()[-1].partition("BadSample: ")[2].partition(": ")
+        super().__init__(key, message)
+
+
+class OutOfMemory(ConfigError):
+    """The run needed more host or GPU memory than there was."""
+
+
+class DataWorkerDied(ConfigError):
+    """A DataLoader worker process ended without an answer (killed, crashed in C code)."""
+
+
+@contextmanager
+def known_failures() -> Iterator[None]:
+    """Within: a failure with a known cause ends in one line (see `as_config_error`)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        known = as_config_error(error)
+        if known is None:
+            raise
+        raise known from None
+
+
+def as_config_error(error: BaseException) -> ConfigError | None:
+    """The one-line error for a failure with a known cause, else None."""
+    import torch
+
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in text:
+        return OutOfMemory("memory", f"the GPU ran out of memory ({_short(first)}); {PLAN}; lower data.batch_size, "
+                                     "or pick a sharded strategy or a lower precision")
+    if isinstance(error, MemoryError) or "can't allocate memory" in text or "DefaultCPUAllocator" in text:
+        return OutOfMemory("memory", f"the host ran out of memory ({_short(first)}); {PLAN}; lower data.batch_size "
+                                     "or data.num_workers")
+    if isinstance(error, RuntimeError) and re.search(r"DataLoader worker \(pid(?:\(s\))? [\d, ]+\) (?:exited unexpectedly|is killed)", text):
+        return DataWorkerDied("data.num_workers", f"a data loader worker process died ({_short(first)}); "
+                                                 "data.num_workers=0 loads in the main process, where its error shows")
+    if isinstance(error, IndexError) and re.search(r"Target -?\d+ is out of bounds", text):
+        return ConfigError("data", f"a label is outside the net's classes ({first}); labels must be 0 to num_classes - 1 "
+                                   "(model.num_classes, or the data's shapes.num_classes)")
+    return None
+
+
+def _short(line: str, limit: int = 160) -> str:
+    return line if len(line) <= limit else line[: limit - 3] + "..."
