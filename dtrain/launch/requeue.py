@@ -10,7 +10,6 @@ by global step (dtrain.checkpoints).
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -102,11 +101,11 @@ class SlurmRequeue(Callback):
         reason = self._signal or "a signal on another rank"
         run_dir = Path(trainer.default_root_dir)
         final = run_dir / "checkpoints" / CHECKPOINT_NAME
-        partial = final.with_suffix(".tmp")
-        trainer.save_checkpoint(partial)
+        from dtrain.callbacks.checkpoint import save_atomically
+
+        save_atomically(trainer, final)  # a kill during the save leaves the previous one intact
         requeued = False
         if trainer.is_global_zero:
-            _replace(partial, final)  # a kill during the save leaves the previous one intact
             requeued = self._requeue(reason)
             what = f"requeued job {_job_id()}, which resumes there" if requeued else f"not requeued (continue with `python -m dtrain resume={run_dir}`)"
             print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {final}; {what}", file=sys.stderr, flush=True)
@@ -129,19 +128,6 @@ class SlurmRequeue(Callback):
         if done.returncode != 0:
             print(f"dtrain: scontrol requeue {job_id} failed: {done.stderr.strip()}", file=sys.stderr)
         return done.returncode == 0
-
-
-def _replace(new: Path, old: Path) -> None:
-    """`new` takes `old`'s name; sharded strategies save folders, which os.replace cannot put
-    over an existing one."""
-    if new.is_dir() and old.exists():
-        stale = old.with_suffix(".stale")
-        shutil.rmtree(stale, ignore_errors=True)
-        old.rename(stale)
-        new.rename(old)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        new.replace(old)
 
 
 def requeue_callbacks() -> list[Callback]:
