@@ -135,3 +135,15 @@ def test_runs_started_side_by_side_split_the_cores_and_ended_runs_free_theirs(tm
     assert core_shares.take({8, 9}, 2) == (2, 0)  # other cores: nobody to share with
     core_shares.withdraw()
     assert [p.name for p in tmp_path.glob("*.json")] == ["other.json"]
+
+
+def test_cores_other_processes_keep_busy_while_torch_loads(monkeypatch):
+    total, idle = threads._cpu_jiffies(os.sched_getaffinity(0))  # this machine's own counters read
+    assert total > idle > 0
+    # Two cores over one second (100 ticks each): 150 ticks busy, 90 of them this process's own.
+    readings, own = iter([(1000, 400), (1200, 450)]), iter([10.0, 100.0])
+    monkeypatch.setattr(threads, "_cpu_jiffies", lambda cores: next(readings))
+    monkeypatch.setattr(threads, "_own_cpu_ticks", lambda: next(own))
+    assert threads.others_busy_cores({0, 1}, lambda: None) == pytest.approx(0.6)
+    readings, own = iter([(1000, 400), (1010, 400)]), iter([0.0, 10.0])  # a window too short to say anything
+    assert threads.others_busy_cores({0, 1}, lambda: None) == 0.0

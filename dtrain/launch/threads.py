@@ -3,9 +3,10 @@
 `auto` is the share of the cores this process may use: the smallest of its CPU affinity, a
 cgroup CPU quota, Slurm's CPUs per task, an `OMP_NUM_THREADS` someone else set (a user, or Ray
 for its workers) and a torch thread count the program calling `run()` chose, divided among
-the processes of the run that share them (ranks dtrain or Lightning start here), and among the
-other dtrain runs on the same cores (dtrain.launch.core_shares): two runs started side by side
-take one core each of two, instead of both spinning on both. The number is written into the
+the processes of the run that share them (ranks dtrain or Lightning start here), less the cores
+other processes keep busy while torch loads (a second or two, measured from /proc/stat), and
+shared with the other dtrain runs on the same cores (dtrain.launch.core_shares): two runs started
+side by side take one core each of two, instead of both waiting on both. The number is written into the
 run's config, and a resumed, retried or requeued run in the same directory keeps it (a
 reduction over another thread count can change the bits).
 
@@ -19,6 +20,8 @@ process the run starts.
 import logging
 import math
 import os
+import resource
+import time
 import sys
 from pathlib import Path
 
@@ -29,6 +32,7 @@ AUTO = "auto"
 # Any of these set by the user is their choice of how OpenMP threads wait; dtrain adds none then.
 WAIT_POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_STAT = "/proc/stat"
 # Set by dtrain.launch.local in the ranks it starts: the run's first process holds their share.
 SHARE_TAKEN = "DTRAIN_CORE_SHARE_TAKEN"
 
@@ -146,6 +150,47 @@ def apply_threads(threads: int) -> None:
         pass
 
 
+def _cpu_jiffies(cores: set[int]) -> tuple[int, int]:
+    """(all, idle) clock ticks the kernel counted on `cores` since boot (/proc/stat)."""
+    total = idle = 0
+    for line in Path(PROC_STAT).read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+            ticks = [int(f) for f in fields[:8]]
+            total, idle = total + sum(ticks), idle + ticks[3] + ticks[4]  # idle and iowait
+    return total, idle
+
+
+def _own_cpu_ticks() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
+
+
+def others_busy_cores(cores: set[int], work) -> float:
+    """How many of `cores` other processes kept busy while `work()` ran in this one (which
+    should take a second or so: a shorter window says nothing and counts as none)."""
+    try:
+        (total0, idle0), own0 = _cpu_jiffies(cores), _own_cpu_ticks()
+    except (OSError, ValueError):
+        work()
+        return 0.0
+    work()
+    (total1, idle1), own1 = _cpu_jiffies(cores), _own_cpu_ticks()
+    per_core = (total1 - total0) / max(1, len(cores))
+    if per_core < 20:  # under 0.2 s at the usual 100 ticks a second
+        return 0.0
+    return max(0.0, ((total1 - total0) - (idle1 - idle0) - (own1 - own0)) / per_core)
+
+
+def _age() -> float:
+    """Seconds since this process started (0 where /proc does not say)."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _cores() -> set[int]:
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
@@ -164,11 +209,19 @@ def settle_threads(cfg: DictConfig, processes: int, run_dir: Path) -> int:
         threads, why = recorded, "kept from the run's saved config"
     elif value == AUTO and not counted:
         core_shares.announce(_cores())
-        import_torch()  # the seconds torch takes to load: runs started alongside this one announce themselves meanwhile
+        announced = _age()
+        # The second or two torch takes to load: runs started alongside this one announce
+        # themselves meanwhile, and what other processes keep busy shows.
+        busy = others_busy_cores(_cores(), import_torch)
+        # A run started at the same moment reaches its announcement about as late as this one
+        # did: wait for it that long (torch's import usually took longer already).
+        time.sleep(max(0.0, min(2.0, 2 * announced - _age())))
         threads, why = resolve(value, processes)
-        total, others = core_shares.take(_cores(), threads * here)
+        idle = max(1, len(_cores()) - round(busy))
+        total, others = core_shares.take(_cores(), min(threads * here, idle))
         if total < threads * here:
-            threads, why = max(1, total // here), f"{why}, shared with {others} other dtrain run(s) on these cores"
+            threads = max(1, total // here)
+            why += f", {busy:.1f} busy with other processes" + (f", shared with {others} other dtrain run(s)" if others else "")
     else:
         threads, why = resolve(value, processes)
     if not counted and (recorded is not None or value != AUTO):
