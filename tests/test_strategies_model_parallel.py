@@ -5,13 +5,16 @@ import pytest
 import torch
 
 from tests.test_pipeline import (  # noqa: F401
-    CLI, TINY, assert_matches_reference, assert_same_batch_within_replicas, launch, load_steps, reference, test_metric,
+    CLI, NO_VALIDATION, TINY, assert_matches_reference, assert_same_batch_within_replicas, has_best_checkpoint, launch,
+    load_steps, reference, test_metric,
 )
 
 
 def test_tensor_parallel_matches_unsharded_model(launch, reference):  # noqa: F811
     ref_steps, ref_test_loss = reference
-    run_dir = launch(*TINY, "trainer=model_parallel", "trainer.strategy.tensor_parallel_size=2")
+    # No validation, so no best checkpoint: the test stage runs on the sharded weights as they are.
+    run_dir = launch(*TINY, "trainer=model_parallel", "trainer.strategy.tensor_parallel_size=2", NO_VALIDATION)
+    assert not has_best_checkpoint(run_dir)
     ranks = load_steps(run_dir, 2)
     # Both ranks load the same batch (one replica) and see the unsharded model's losses,
     # gradients and final weights.
