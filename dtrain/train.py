@@ -30,8 +30,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     left_out = leave_out_foreign_keys(cfg)  # dtrain's default keys beside a user's own _target_
     processes = check_devices(cfg.trainer)
     run_dir = fix_run_dir(cfg)
-    start_logging(run_dir)  # each message once, rank 0 only; <run>/run.log keeps all
     settle_threads(cfg, processes, run_dir)  # runtime.threads, decided before torch loads and saved with the config
+    start_logging(run_dir)  # each message once, rank 0 only; <run>/run.log keeps all
 
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
