@@ -1,10 +1,12 @@
-"""Failures met while training that have a known cause and fix (out of memory, a data loader
-worker that died, a label the net has no class for, a sample that cannot be read), turned into
-dtrain's one-line errors (exit 2) instead of tracebacks."""
+"""Failures met while training that have a known cause and fix (out of memory, a full disk, a
+data loader worker that died, a label the net has no class for, a sample that cannot be read),
+turned into dtrain's one-line errors (exit 2) instead of tracebacks."""
 
+import errno
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from dtrain.config.errors import ConfigError
 
@@ -29,30 +31,36 @@ class OutOfMemory(ConfigError):
     """The run needed more host or GPU memory than there was."""
 
 
+class DiskFull(ConfigError):
+    """A write of the run's (a checkpoint, a log) found its disk full."""
+
+
 class DataWorkerDied(ConfigError):
     """A DataLoader worker process ended without an answer (killed, crashed in C code)."""
 
 
 @contextmanager
-def known_failures() -> Iterator[None]:
+def known_failures(run_dir: Path | None = None) -> Iterator[None]:
     """Within: a failure with a known cause ends in one line (see `as_config_error`)."""
     try:
         yield
     except ConfigError:
         raise
     except Exception as error:
-        known = as_config_error(error)
+        known = as_config_error(error, run_dir)
         if known is None:
             raise
         raise known from None
 
 
-def as_config_error(error: BaseException) -> ConfigError | None:
+def as_config_error(error: BaseException, run_dir: Path | None = None) -> ConfigError | None:
     """The one-line error for a failure with a known cause, else None."""
     import torch
 
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
+    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in text:
+        return _disk_full(first, run_dir)
     if isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in text:
         return OutOfMemory("memory", f"the GPU ran out of memory ({_short(first)}); {PLAN}; lower data.batch_size, "
                                      "or pick a sharded strategy or a lower precision")
@@ -66,6 +74,20 @@ def as_config_error(error: BaseException) -> ConfigError | None:
         return ConfigError("data", f"a label is outside the net's classes ({first}); labels must be 0 to num_classes - 1 "
                                    "(model.num_classes, or the data's shapes.num_classes)")
     return None
+
+
+def _disk_full(what: str, run_dir: Path | None) -> DiskFull:
+    if run_dir is None:
+        return DiskFull("paths.runs_dir", f"the run's disk is full ({_short(what)}); free space on it and resume the run")
+    from dtrain.checkpoints import newest_valid_checkpoint
+
+    try:
+        last = newest_valid_checkpoint(Path(run_dir))
+    except Exception:  # the message must not fail on the full disk it reports
+        last = None
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was completed"
+    return DiskFull("paths.runs_dir", f"the disk of {run_dir} is full ({_short(what)}); {kept}; free space on it, "
+                                      f"then continue with `python -m dtrain resume={run_dir}`")
 
 
 def _short(line: str, limit: int = 160) -> str:

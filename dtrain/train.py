@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir)
 
-    with trusting(trust), local_ranks(cfg.trainer, processes, run_dir), known_failures():  # out of memory, ...: one line
+    with trusting(trust), local_ranks(cfg.trainer, processes, run_dir), known_failures(run_dir):  # out of memory, ...: one line
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
         datamodule = instantiate(cfg.data)

@@ -97,3 +97,34 @@ def dying_worker_digits(**kwargs):
                 self.train_set = DyingInWorkers(self.train_set)
 
     return DyingWorkerDigits(**kwargs)
+
+
+class FillDisk(Callback):
+    """At training batch `at` of epoch `epoch`, another writer takes what is left on the run
+    directory's disk: a file `<run>/../filler` as large as the free space (once: a resumed run
+    finds `<run>/../filled` and leaves the disk alone)."""
+
+    def __init__(self, at: int = 0, epoch: int = 1):
+        self.at, self.epoch = at, epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        import os
+        import shutil
+
+        if trainer.current_epoch != self.epoch or batch_idx != self.at or not trainer.is_global_zero:
+            return
+        filler = Path(trainer.default_root_dir).parent / "filler"
+        once = filler.with_name("filled")
+        if once.exists():
+            return
+        once.touch()
+        with open(filler, "ab") as file:
+            chunk = bytes(1 << 16)
+            try:
+                while True:
+                    file.write(chunk)
+                    file.flush()
+            except OSError:
+                pass
+            os.fsync(file.fileno())
+        assert shutil.disk_usage(filler.parent).free < 1 << 17

@@ -3,6 +3,9 @@ the fix, exit status 2, never a hang, a traceback or a silently wrong dataset. T
 written by the tests; the faults (a corrupt image, a dying loader worker, a failed allocation) are
 real."""
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -98,3 +101,32 @@ def test_a_corrupt_image_read_by_a_loader_worker_is_named(tmp_path):
 def test_a_loader_worker_that_dies_ends_the_run_in_one_line(tmp_path):
     done = dtrain_cli("data._target_=tests.probes.dying_worker_digits", "data.num_workers=2", "logger=[csv]", *FAST, cwd=tmp_path, timeout=300)
     one_line_exit_2(done, "data.num_workers: a data loader worker process died", "data.num_workers=0")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 6 MiB filesystem (tmpfs), mounted for the test and unmounted after it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_disk_that_fills_mid_run_stops_it_cleanly_and_resume_finishes(small_disk, tmp_path):
+    run = small_disk / "run"
+    done = dtrain_cli("model=mlp", "logger=[csv]", "trainer.max_epochs=4", "+callbacks.fill._target_=tests.probes.FillDisk",
+                      "+callbacks.fill.epoch=2", f"hydra.run.dir={run}", cwd=tmp_path, timeout=300)
+    one_line_exit_2(done, "paths.runs_dir: the disk of", "is full", "last good checkpoint is", f"resume={run}")
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in kept and not [name for name in kept if not name.endswith(".ckpt")], kept  # no staging files left
+    from dtrain.checkpoints import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1  # the previous epoch's, intact
+    (small_disk / "filler").unlink()  # space freed
+    resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 3

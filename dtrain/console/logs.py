@@ -85,6 +85,20 @@ class RankField(logging.Filter):
         return True
 
 
+class RunLogFile(logging.FileHandler):
+    """<run>/run.log. On a full disk its records are dropped without logging's "--- Logging
+    error ---" traceback on stderr: the run ends with its own one line about the disk."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import errno
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        super().handleError(record)
+
+
 def _configured_by_dtrain(root: logging.Logger) -> bool:
     return any(isinstance(f, ConsoleFilter) for handler in root.handlers for f in handler.filters)
 
