@@ -20,7 +20,45 @@ def _on_gpu(accelerator: str) -> bool:
 class DeepSpeed(LoaderAfterRestore, DeepSpeedStrategy):
     """Lightning's DeepSpeed strategy, swapping a torch Adam/AdamW for DeepSpeed's CPU Adam when the
     optimizer is offloaded (DeepSpeed refuses any other optimizer there), and resuming mid-epoch
-    from the checkpoint's position (LoaderAfterRestore)."""
+    from the checkpoint's position (LoaderAfterRestore).
+
+    The stages after fit (test) keep fit's engine instead of building an inference engine on the
+    module it already partitioned: that engine tests the weights as training left them, and under
+    ZeRO-3 it is the one that can load a best checkpoint, whose weights live in the optimizer's
+    partitions (an inference engine has no ZeRO-3 optimizer to read them into).
+    """
+
+    _fit_engine = None
+
+    def _initialize_deepspeed_train(self, model) -> None:
+        super()._initialize_deepspeed_train(model)
+        self._fit_engine = self.model
+
+    def _initialize_deepspeed_inference(self, model) -> None:
+        engine = self._fit_engine
+        if engine is not None and engine.module is model:
+            self.model = engine
+            return
+        self._new_inference_engine(model)
+
+    def _new_inference_engine(self, model) -> None:
+        super()._initialize_deepspeed_inference(model)
+
+    def load_checkpoint(self, checkpoint_path, weights_only=None):
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        evaluating = self.lightning_module.trainer.state.fn != TrainerFn.FITTING
+        if not (evaluating and self.zero_stage_3 and self.model is self._fit_engine and not self.load_full_weights):
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        # ZeRO-3 weights are read from the optimizer's partitions; the optimizer state comes
+        # along and is not used by evaluation.
+        _, client_state = self.deepspeed_engine.load_checkpoint(
+            self.broadcast(checkpoint_path), load_optimizer_states=True, load_lr_scheduler_states=False,
+            load_module_strict=self.lightning_module.strict_loading,
+        )
+        if client_state is None:
+            raise RuntimeError(f"DeepSpeed could not load the checkpoint {checkpoint_path}")
+        return client_state
 
     def _init_optimizers(self):
         optimizer, scheduler = super()._init_optimizers()
@@ -57,7 +95,7 @@ class CPUDeepSpeed(DeepSpeed):
         )
         return engine, ds_optimizer
 
-    def _initialize_deepspeed_inference(self, model) -> None:
+    def _new_inference_engine(self, model) -> None:
         import deepspeed
         from lightning.pytorch.strategies.deepspeed import remove_module_hooks
 
