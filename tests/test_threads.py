@@ -94,14 +94,14 @@ main()
 def test_ddp_ranks_share_the_cores_and_a_resumed_run_keeps_the_count(tmp_path):
     probe = tmp_path / "probe"
     first = subprocess.run(
-        [sys.executable, "-c", WRAPPED_MAIN, "--", "model=mlp", "budget=smoke", "trainer=ddp", "trainer.max_steps=2", "test=false",
+        [sys.executable, "-c", WRAPPED_MAIN, "--", "model=mlp", "budget=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=2", "test=false",
          "logger=[csv]", "trainer.enable_progress_bar=false", f"paths.runs_dir={tmp_path / 'runs'}",
          "+callbacks.threads_probe._target_=tests.test_threads.ThreadsProbe", f"+callbacks.threads_probe.folder={probe}"],
         cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600,
     )
     assert first.returncode == 0, first.stderr[-3000:]
     checks = [line for line in first.stderr.splitlines() if line.startswith("torch loaded before the wait policy:")]
-    assert checks and checks[0].endswith("False"), checks  # the device check (accelerator=auto) loads torch first
+    assert checks and checks[0].endswith("False"), checks  # on the CPU, run() itself loads torch first
     (run_dir,) = (tmp_path / "runs").glob("*/*")
     share = max(1, len(os.sched_getaffinity(0)) // 2)
     assert OmegaConf.load(run_dir / "config.yaml").runtime.threads == share
