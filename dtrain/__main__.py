@@ -133,10 +133,13 @@ def refuse_secrets(args: list[str]) -> None:
 
 
 def main() -> None:
-    from dtrain.help import register
+    from dtrain.help import print_help, register, wants_help
 
-    register()  # --help's config groups (conf/hydra/help/dtrain.yaml)
     args = sys.argv[1:]
+    if wants_help(args):  # rendered from conf/ directly: Hydra's own --help composes the whole config first
+        print_help(args)
+        return
+    register()  # --help's config groups (conf/hydra/help/dtrain.yaml), for Hydra's flags beside --help
     exit_on_config_error(refuse_secrets, args)
     resumes = [a for a in args if a.startswith("resume=")]
     if resumes:
