@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import FSDPStrategy
 
 
 def _clean(name: str) -> str:
@@ -51,7 +52,7 @@ class ShardProbe(Callback):
             else:
                 record["local_param_numel"] = record["full_param_numel"] = _numel(params)
             record["optimizer_state_numel"] = _numel(s["exp_avg"] for s in base.state.values() if "exp_avg" in s)
-        elif type(strategy).__name__ in ("FSDPStrategy", "CPUFSDP"):
+        elif isinstance(strategy, FSDPStrategy):  # Lightning's, or dtrain's FSDP / CPUFSDP
             from torch.distributed.fsdp import FullyShardedDataParallel
 
             record["local_param_numel"] = _numel(params)  # with use_orig_params each is a view of the local shard
