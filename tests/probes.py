@@ -128,3 +128,23 @@ class FillDisk(Callback):
                 pass
             os.fsync(file.fileno())
         assert shutil.disk_usage(filler.parent).free < 1 << 17
+
+
+class DieAt(Callback):
+    """Rank `rank` SIGKILLs itself at the start of training batch `step` (global step), once: a
+    resumed run finds `<run>/died` and trains on."""
+
+    def __init__(self, rank: int = 1, step: int = 8):
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        import os
+        import signal
+
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        once = Path(trainer.default_root_dir) / "died"
+        if once.exists():
+            return
+        once.touch()
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dtrain.config.errors import ConfigError
+from dtrain.launch.dead_rank import first_dead, how_it_ended, rank_died
 from dtrain.launch.threads import SHARE_TAKEN
 
 _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
@@ -104,7 +105,15 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
     stop = threading.Event()
     threading.Thread(target=_watch, args=(procs, stop), daemon=True).start()
     try:
-        yield
+        try:
+            yield
+        except BaseException as error:  # a peer's death shows here as a collective's error, or the watcher's SIGTERM
+            time.sleep(0.5)  # the dead rank's exit status, if that is what this was
+            dead = first_dead(procs)
+            if dead is not None and not isinstance(error, ConfigError):
+                rank, proc = dead
+                raise rank_died(rank, proc.pid, how_it_ended(proc.returncode), run_dir) from None
+            raise
         stop.set()
         deadline = time.monotonic() + 300
         for p in procs:

@@ -1,16 +1,23 @@
 """One extra local rank of a run: `python -m dtrain.launch.rank <run dir>` (started by launch.local)."""
 
 import sys
+import time
 from pathlib import Path
 
 from dtrain.cli_errors import exit_on_config_error
+from dtrain.launch.dead_rank import leave_if_parent_gone, watch_parent
 from dtrain.run_dir import load_config
 from dtrain.train import run
 
 
 def main(run_dir: Path) -> None:
+    rank0 = watch_parent(run_dir)  # rank 0 gone: one line, and this rank leaves
     try:
         exit_on_config_error(run, load_config(run_dir))
+    except BaseException:
+        time.sleep(1.5)  # a collective's error may come before rank 0's exit is seen
+        leave_if_parent_gone(rank0, run_dir)
+        raise
     finally:
         # A process group left to the interpreter's exit can abort the rank ("terminate called
         # without an active exception") after a run that succeeded: close it while we can.

@@ -1,0 +1,25 @@
+"""A dead rank never hangs the others (issue 11, item 2; ddp started by dtrain): SIGKILL of rank 1
+or of rank 0 mid-run ends the run in one line of dtrain's naming the dead rank and the last good
+checkpoint, and resuming finishes it."""
+
+import pytest
+
+from tests.conftest import dtrain_cli
+
+RUN = ("model=mlp", "trainer=ddp", "logger=[csv]", "trainer.max_epochs=3", "callbacks.last_checkpoint.every_n_train_steps=4",
+       "test=false", "~callbacks.records", "+callbacks.die._target_=tests.probes.DieAt", "+callbacks.die.step=10")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dead", [1, 0])
+def test_a_killed_rank_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path, dead):
+    run = tmp_path / "run"
+    done = dtrain_cli(*RUN, f"+callbacks.die.rank={dead}", f"hydra.run.dir={run}", cwd=tmp_path, timeout=240)
+    said = [line for line in done.stderr.splitlines() if line.startswith("dtrain: error: ")]
+    assert done.returncode != 0 and len(said) == 1, done.stderr[-3000:]
+    assert f"rank {dead} (pid " in said[0] and "died" in said[0], said[0]
+    assert f"last good checkpoint is {run}/checkpoints/" in said[0] and f"resume={run}" in said[0], said[0]
+    if dead == 1:  # rank 0 speaks for the run; with rank 0 gone, the survivor does, and no traceback from it
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
