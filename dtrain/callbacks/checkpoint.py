@@ -117,15 +117,6 @@ class AtomicCheckpoint(ModelCheckpoint):
             if hasattr(logger, "forget_steps_from"):
                 logger.forget_steps_from(step)
 
-    def _save_topk_checkpoint(self, trainer, monitor_candidates) -> None:
-        if self.save_top_k == 0 and self.save_last:
-            # A last-only callback (conf: last_checkpoint). Lightning 2.6 writes `last` only in a
-            # step where a top-k checkpoint was saved, which such a callback never does, so its
-            # last.ckpt came only at the end of training; this step's turn counts as that save.
-            self._last_global_step_saved = trainer.global_step
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)
-
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         if not self._atomic:
             return super()._save_checkpoint(trainer, filepath)

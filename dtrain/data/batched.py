@@ -1,19 +1,21 @@
-"""Whole batches of in-memory tensors in one indexing operation.
+"""Whole batches of in-memory tensors in one indexing operation, in dtrain's own loaders.
 
 torch's DataLoader fetches a batch one `__getitem__` per sample and then stacks the samples
-(128 Python calls and a copy per tensor for a batch of 128). A dataset that defines
-`__getitems__(indices)` is asked for the whole batch at once instead (torch's fetcher does this,
-in worker processes too); the datasets here answer with one advanced-indexing gather per tensor,
-marked `CollatedBatch`, which `collate` passes through as the batch. Values are identical to the
-per-sample path's, so splits, orders and resumed runs do not change.
+(128 Python calls and a copy per tensor for a batch of 128). It asks a dataset that defines
+`__getitems__(indices)` for the whole batch at once instead (in worker processes too). dtrain's
+datamodules wrap the datasets that can gather a batch (`Batched`: a plain TensorDataset, or one
+with a `gather(indices)` method, as the text blocks, series windows and generated data have)
+so that `__getitems__` answers with one gather per tensor, marked `CollatedBatch`, which
+`collate` passes through. The datasets themselves keep torch's per-sample protocol, so a plain
+DataLoader over them works as usual. Values are identical to the per-sample path's.
 """
 
 import torch
-from torch.utils.data import TensorDataset, default_collate
+from torch.utils.data import Dataset, TensorDataset, default_collate
 
 
 class CollatedBatch(list):
-    """A batch a dataset built whole in `__getitems__`: already collated."""
+    """A batch gathered whole: already collated."""
 
 
 def collate(items):
@@ -23,18 +25,29 @@ def collate(items):
     return default_collate(items)
 
 
-class BatchedTensorDataset(TensorDataset):
-    """A TensorDataset that gathers a batch with one index per tensor."""
+class Batched(Dataset):
+    """`dataset` as dtrain's loaders fetch it: a whole batch per index list."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
 
     def __getitems__(self, indices: list[int]) -> CollatedBatch:
+        if hasattr(self.dataset, "gather"):
+            return CollatedBatch(self.dataset.gather(indices))
         index = torch.as_tensor(indices)
-        return CollatedBatch(tensor[index] for tensor in self.tensors)
+        return CollatedBatch(tensor[index] for tensor in self.dataset.tensors)
 
 
-def batched(dataset):
-    """`dataset`, fetched whole batches at a time where it is a plain TensorDataset."""
-    if type(dataset) is TensorDataset:
-        return BatchedTensorDataset(*dataset.tensors)
+def batched(dataset: Dataset) -> Dataset:
+    """`dataset`, fetched a batch at a time where it can gather one (see the module docstring)."""
+    if hasattr(dataset, "gather") or type(dataset) is TensorDataset:
+        return Batched(dataset)
     return dataset
 
 

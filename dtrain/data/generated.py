@@ -6,7 +6,6 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.batched import CollatedBatch
 
 # Each split draws from its own stream of `data_seed`, so the splits never share samples and,
 # as in every datamodule, do not change with the run's seed (which orders the training samples).
@@ -36,9 +35,10 @@ class RandomTokens(Dataset):
         window = self.tokens[i]
         return window[:-1], window[1:]
 
-    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+    def gather(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `indices`, stacked (dtrain.data.batched)."""
         windows = self.tokens[torch.as_tensor(indices)]
-        return CollatedBatch((windows[:, :-1].contiguous(), windows[:, 1:].contiguous()))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 class RandomImages(Dataset):
@@ -55,9 +55,10 @@ class RandomImages(Dataset):
     def __getitem__(self, i: int):
         return self.pixels[i % len(self.pixels)], self.labels[i]
 
-    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+    def gather(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `indices`, stacked (dtrain.data.batched)."""
         index = torch.as_tensor(indices)
-        return CollatedBatch((self.pixels[index % len(self.pixels)], self.labels[index]))
+        return self.pixels[index % len(self.pixels)], self.labels[index]
 
 
 class GeneratedTokensDataModule(DataModule):

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.batched import CollatedBatch, window_index
+from dtrain.data.batched import window_index
 from dtrain.data.sources import source_files, stdlib_dir
 from dtrain.data.splits import in_order
 from dtrain.data.user_files import check_text
@@ -45,9 +45,10 @@ class TokenBlocks(Dataset):
         window = self.tokens[i * self.block_size : (i + 1) * self.block_size + 1]
         return window[:-1], window[1:]
 
-    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+    def gather(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `indices`, stacked (dtrain.data.batched)."""
         windows = self.tokens[window_index(torch.as_tensor(indices) * self.block_size, self.block_size + 1)]
-        return CollatedBatch((windows[:, :-1].contiguous(), windows[:, 1:].contiguous()))
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
 class TextDataModule(DataModule):

@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from dtrain.config.errors import ConfigError
 from dtrain.data.base import DataModule
-from dtrain.data.batched import CollatedBatch, window_index
+from dtrain.data.batched import window_index
 from dtrain.data.splits import in_order
 from dtrain.data.user_files import read_numeric_csv
 from dtrain.extras import require
@@ -46,10 +46,11 @@ class Windows(Dataset):
         start = t - self.horizon + 1 - self.window
         return self.series[start : start + self.window].unsqueeze(-1), self.series[t : t + 1]
 
-    def __getitems__(self, indices: list[int]) -> CollatedBatch:
+    def gather(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `indices`, stacked (dtrain.data.batched)."""
         targets = torch.as_tensor([self.targets[i] for i in indices])
         inputs = self.series[window_index(targets - self.horizon + 1 - self.window, self.window)]
-        return CollatedBatch((inputs.unsqueeze(-1), self.series[targets].unsqueeze(-1)))
+        return inputs.unsqueeze(-1), self.series[targets].unsqueeze(-1)
 
 
 class TimeSeriesDataModule(DataModule):
