@@ -22,6 +22,11 @@ def _positive(key: str, value: int) -> int:
     return value
 
 
+def _split_sizes(train: int, val: int, test: int) -> dict[str, int]:
+    """Samples per split, each checked (`data.<split>_samples`)."""
+    return {split: _positive(f"data.{split}_samples", size) for split, size in zip(SPLIT_STREAMS, (train, val, test))}
+
+
 class RandomTokens(Dataset):
     """`samples` windows of `block_size` + 1 uniform token ids: inputs and next-token targets."""
 
@@ -74,11 +79,7 @@ class GeneratedTokensDataModule(DataModule):
         self.vocab_size = _positive("data.vocab_size", vocab_size)
         self.block_size = _positive("data.block_size", block_size)
         self.data_seed = data_seed
-        self.samples = {
-            "train": _positive("data.train_samples", train_samples),
-            "val": _positive("data.val_samples", val_samples),
-            "test": _positive("data.test_samples", test_samples),
-        }
+        self.samples = _split_sizes(train_samples, val_samples, test_samples)
 
     @property
     def shapes(self) -> dict[str, int]:
@@ -114,11 +115,7 @@ class GeneratedImagesDataModule(DataModule):
         self.num_classes = _positive("data.num_classes", num_classes)
         self.distinct = _positive("data.distinct", distinct)
         self.data_seed = data_seed
-        self.samples = {
-            "train": _positive("data.train_samples", train_samples),
-            "val": _positive("data.val_samples", val_samples),
-            "test": _positive("data.test_samples", test_samples),
-        }
+        self.samples = _split_sizes(train_samples, val_samples, test_samples)
 
     @property
     def shapes(self) -> dict[str, int]:
