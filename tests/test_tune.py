@@ -189,7 +189,7 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-5000:]
     rows = results(sweep)
-    assert len(rows) == 3 and all(row["status"] == "done" for row in rows)
+    assert len(rows) == 3 and all(row["status"] == "done" for row in rows), rows
     assert {name: _snapshot(sweep / "trials" / name) for name in before} == before  # finished trials are not re-run
     resumed_starts = [a["step"] for a in jsonl(running[0] / "attempts.jsonl")]
     assert resumed_starts[0] == 0 and resumed_starts[-1] > 0  # continued from its checkpoint

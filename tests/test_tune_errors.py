@@ -147,3 +147,18 @@ def test_the_sweep_driver_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_row_counts_the_trials_own_reports(tmp_path):
+    """After a killed driver, Tune's training_iteration counts on from the sweep state it last
+    saved; the results table takes the count the trial's checkpoint carried on."""
+    from types import SimpleNamespace
+
+    from dtrain.tune.plan import make_plan
+    from dtrain.tune.results import trial_rows
+
+    plan = make_plan([*BASE, LR, "sweep.scheduler.max_t=4"])
+    lagging = SimpleNamespace(metrics={"trial_id": "a", "reports": 4, "training_iteration": 3, "val/loss": 0.1}, config={}, error=None, path="ray_a")
+    stopped = SimpleNamespace(metrics={"trial_id": "b", "reports": 2, "training_iteration": 2, "val/loss": 0.3}, config={}, error=None, path="ray_b")
+    rows = trial_rows(plan, [lagging, stopped])
+    assert [(row["epochs"], row["status"]) for row in rows] == [(4, "done"), (2, "stopped early")]

@@ -35,6 +35,9 @@ class TuneReport(Callback):
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
         self.reports += 1  # before the save: the checkpoint of report n knows it made n
+        # The trial's own count: Tune's training_iteration restarts from the sweep state it last
+        # saved (every 10 s or more), so after a killed driver it can lag behind the checkpoint.
+        metrics["reports"] = self.reports
         folder = self._save(trainer)
         self._report(trainer, metrics, folder)  # a scheduler that stops the trial ends it in here
         if trainer.is_global_zero:

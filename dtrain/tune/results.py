@@ -19,9 +19,9 @@ def trial_rows(plan: Plan, result_grid) -> list[dict]:
     for result in result_grid:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("ray_")
-        # A finished trial that a restored sweep reported again (dtrain.tune.trial) brings its own
-        # count: Tune's training_iteration would count that one report from its last saved state.
-        iterations = int(metrics.get("finished_reports", metrics.get("training_iteration", 0)))
+        # The trial's own count of reports (dtrain.tune.report): after a restored sweep, Tune's
+        # training_iteration counts on from the state it last saved, which can lag behind.
+        iterations = int(metrics.get("reports", metrics.get("training_iteration", 0)))
         status = "error" if result.error else ("done" if iterations >= max_t else "stopped early")
         row = {"trial": trial_id}
         for dim in plan.dimensions:

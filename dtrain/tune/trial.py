@@ -105,9 +105,9 @@ def run_trial(config: dict, plan: Plan) -> None:
 
 
 def mark_finished(trial_dir: Path) -> None:
-    """The run returned (trained and tested): keep its last report, and how many it made, beside it."""
+    """The run returned (trained and tested): keep its last report (with how many it made) beside it."""
     timing = json.loads((trial_dir / TIMING_FILE).read_text()) if (trial_dir / TIMING_FILE).is_file() else {}
-    last = {**timing.get("last", {}), "finished_reports": timing.get("reports", 0)}
+    last = {**timing.get("last", {}), "reports": timing.get("reports", 0)}
     tmp = trial_dir / (FINISHED_FILE + ".tmp")
     tmp.write_text(json.dumps(last))
     tmp.replace(trial_dir / FINISHED_FILE)
