@@ -14,7 +14,7 @@ from dtrain.config.errors import ConfigError
 RESUMABLE_KEYS = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "test", "logger.wandb.mode",
-    "runtime.trust_checkpoints", "runtime.skip_nonfinite",
+    "runtime.trust_checkpoints", "runtime.skip_nonfinite", "runtime.collective_timeout_s",
 )
 
 

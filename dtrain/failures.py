@@ -35,6 +35,10 @@ class DiskFull(ConfigError):
     """A write of the run's (a checkpoint, a log) found its disk full."""
 
 
+class CollectiveTimeout(ConfigError):
+    """A collective waited out runtime.collective_timeout_s for a rank that did not answer."""
+
+
 class DataWorkerDied(ConfigError):
     """A DataLoader worker process ended without an answer (killed, crashed in C code)."""
 
@@ -70,6 +74,9 @@ def as_config_error(error: BaseException, run_dir: Path | None = None) -> Config
     if isinstance(error, RuntimeError) and re.search(r"DataLoader worker \(pid(?:\(s\))? [\d, ]+\) (?:exited unexpectedly|is killed)", text):
         return DataWorkerDied("data.num_workers", f"a data loader worker process died ({_short(first)}); "
                                                  "data.num_workers=0 loads in the main process, where its error shows")
+    timed_out = re.search(r"Timed out waiting (\d+)ms for \w+ operation", text)  # gloo's words
+    if isinstance(error, RuntimeError) and timed_out:
+        return _collective_timeout(int(timed_out.group(1)) / 1000, run_dir)
     if isinstance(error, IndexError) and re.search(r"Target -?\d+ is out of bounds", text):
         return ConfigError("data", f"a label is outside the net's classes ({first}); labels must be 0 to num_classes - 1 "
                                    "(model.num_classes, or the data's shapes.num_classes)")
@@ -88,6 +95,16 @@ def _disk_full(what: str, run_dir: Path | None) -> DiskFull:
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint was completed"
     return DiskFull("paths.runs_dir", f"the disk of {run_dir} is full ({_short(what)}); {kept}; free space on it, "
                                       f"then continue with `python -m dtrain resume={run_dir}`")
+
+
+def _collective_timeout(seconds: float, run_dir: Path | None) -> CollectiveTimeout:
+    from dtrain.checkpoints import newest_valid_checkpoint
+
+    last = newest_valid_checkpoint(Path(run_dir)) if run_dir is not None else None
+    kept = f"the last good checkpoint is {last}; continue with `python -m dtrain resume={run_dir}`" if last else "no checkpoint was written yet"
+    return CollectiveTimeout("runtime.collective_timeout_s", f"a rank stopped answering: a collective waited {seconds:g} s for it "
+                                                           f"(hung, or working alone far longer than the others); {kept}. "
+                                                           "If one rank does long work alone (a first DeepSpeed build), raise the setting")
 
 
 def _short(line: str, limit: int = 160) -> str:

@@ -37,11 +37,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters
+    from dtrain.callbacks.process_group import ProcessGroupClosedAtExit
     from dtrain.checkpoints import TRUST_KEY, newest_valid_checkpoint, safe_or_none, trusting
     from dtrain.data.foreign import data_baselines, data_shapes, foreign_data_warning, is_dtrain_datamodule, use_distributed_sampler
     from dtrain.callbacks.nonfinite import raise_if_stopped
     from dtrain.callbacks.sanity_check import SanityCheckFailure
-    from dtrain.launch.requeue import requeue_callbacks, requeued_checkpoint, trainer_plugins
+    from dtrain.launch.requeue import requeued_checkpoint, stop_on_signal, trainer_plugins
+    from dtrain.parallel.collective_timeout import collective_timeout, strategy_with_timeout
 
     # Checkpoint files that would run code are skipped or refused unless the command line says to trust them.
     trust = OmegaConf.select(cfg, TRUST_KEY, default=False) is True
@@ -68,13 +70,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
             model = instantiate(cfg.model)
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-        callbacks += requeue_callbacks()  # in a Slurm job: checkpoint and requeue on the notice
+        callbacks.append(stop_on_signal())  # SIGTERM, Ctrl-C, Slurm's notice: checkpoint the step, exit (or requeue)
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         callbacks.append(PlainHyperparameters(cfg))  # checkpoints that load weights-only, whatever the module stores
+        callbacks.append(ProcessGroupClosedAtExit())  # no abort at exit of a spawned worker
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
+        strategy = strategy_with_timeout(cfg.trainer.get("strategy", "auto"), collective_timeout(cfg))  # a hung rank ends the run
         trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers, use_distributed_sampler=use_distributed_sampler(cfg.trainer, datamodule),
-            **trainer_plugins(cfg.trainer),
+            cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers,
+            use_distributed_sampler=use_distributed_sampler(cfg.trainer, datamodule), **trainer_plugins(cfg.trainer),
         )
         if is_dtrain_datamodule(datamodule):  # another datamodule's batch size is per device
             check_batch_split(cfg, trainer)

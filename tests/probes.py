@@ -148,3 +148,39 @@ class DieAt(Callback):
             return
         once.touch()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PauseAt(Callback):
+    """Rank 0 writes `<run>/paused` at the start of training batch `step` (global step), then
+    sleeps `seconds` inside that step: a test's signal lands mid-step, at a known step. Once: a
+    resumed run finds the file and trains on."""
+
+    def __init__(self, step: int = 5, seconds: float = 3.0):
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        import time
+
+        marker = Path(trainer.default_root_dir) / "paused"
+        if trainer.global_rank != 0 or trainer.global_step != self.step or marker.exists():
+            return
+        marker.touch()
+        time.sleep(self.seconds)
+
+
+class HangAt(Callback):
+    """Rank `rank` stops answering at the start of training batch `step`: it sleeps for an hour
+    (a hung data read, a deadlock), while the others wait for it in the step's all-reduce. Once:
+    a resumed run finds `<run>/hung` and trains on."""
+
+    def __init__(self, rank: int = 1, step: int = 5):
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        import time
+
+        once = Path(trainer.default_root_dir) / "hung"
+        if trainer.global_rank != self.rank or trainer.global_step != self.step or once.exists():
+            return
+        once.touch()
+        time.sleep(3600)

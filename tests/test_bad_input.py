@@ -44,6 +44,7 @@ MISTAKES = [
     ("+shapes.num_classes=3", "shapes", "data.*"),
     ("run_id=a/b", "run_id", "letters, digits"),
     ("runtime.trust_checkpoints=sometimes", "runtime.trust_checkpoints", "true or false"),
+    ("runtime.collective_timeout_s=0", "runtime.collective_timeout_s", "must be positive"),
     ("resume=no/such/run", "resume", "not a dtrain run directory"),
     # wrong types and impossible numbers
     ("data.batch_size=0", "data.batch_size", "positive integer"),

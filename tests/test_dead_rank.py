@@ -23,3 +23,24 @@ def test_a_killed_rank_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path,
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
     resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_the_run_within_the_collective_timeout(tmp_path):
+    """Rank 1 stops answering at step 5 (after epoch 1's checkpoint); rank 0 waits in the step's
+    all-reduce for runtime.collective_timeout_s, then the run ends in one line naming the setting."""
+    import time
+
+    run = tmp_path / "run"
+    hang = ("+callbacks.hang._target_=tests.probes.HangAt", "+callbacks.hang.step=5", "runtime.collective_timeout_s=10")
+    started = time.monotonic()
+    done = dtrain_cli("model=mlp", "trainer=ddp", "logger=[csv]", "trainer.max_epochs=2", "test=false", "~callbacks.records", *hang,
+                      f"hydra.run.dir={run}", cwd=tmp_path, timeout=240)
+    assert time.monotonic() - started < 120, "the hung rank was waited for much longer than the timeout"
+    said = [line for line in done.stderr.splitlines() if line.startswith("dtrain: error: ")]
+    assert done.returncode == 2 and len(said) == 1, done.stderr[-3000:]
+    assert said[0].startswith("dtrain: error: runtime.collective_timeout_s: a rank stopped answering: a collective waited 10 s"), said[0]
+    assert f"the last good checkpoint is {run}/checkpoints/last.ckpt" in said[0] and f"resume={run}" in said[0], said[0]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    resumed = dtrain_cli(f"resume={run}", "runtime.collective_timeout_s=600", cwd=tmp_path, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -94,3 +94,21 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == 6
     epochs = [line.split(",")[0] for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
     assert "0" in epochs and "1" in epochs, "metrics.csv must keep the rows from before the resume"
+
+
+def test_a_run_killed_after_an_epoch_resumes_from_that_epochs_end(tmp_path):
+    """last.ckpt is written at every epoch's end (Lightning 2.6 alone writes a last-only
+    callback's file when training ends, so a killed run fell back to its best epoch)."""
+    run = ("model=mlp", "logger=[csv]", "trainer.max_epochs=4", "test=false", "~callbacks.records", "trainer.enable_progress_bar=false")
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    died = dtrain_cli(*run, "+callbacks.die._target_=tests.probes.DieAt", "+callbacks.die.rank=0", "+callbacks.die.step=12",
+                      f"hydra.run.dir={killed}", cwd=tmp_path, timeout=240)
+    assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
+    last = killed / "checkpoints" / "last.ckpt"
+    assert newest_valid_checkpoint(killed) == last and global_step(last) == 10  # 5 steps an epoch: the end of epoch 2
+
+    assert dtrain_cli(f"resume={killed}", cwd=tmp_path, timeout=240).returncode == 0
+    assert dtrain_cli(*run, f"hydra.run.dir={reference}", cwd=tmp_path, timeout=240).returncode == 0
+    expected, actual = final_weights(reference), final_weights(killed)
+    assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert global_step(last) == 20

@@ -61,7 +61,8 @@ def test_torchrun_ranks_share_the_node_and_a_callers_torch_threads_count(eight_c
     monkeypatch.delenv("LOCAL_RANK")
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a program that calls run() chose one thread
+    monkeypatch.setitem(threads._set_here, "torch", 4)  # dtrain set 4 (whatever earlier tests left) ...
+    torch.set_num_threads(1)  # ... then a program that calls run() chose one thread
     try:
         assert threads.resolve("auto") == (1, "1 core (this process's torch threads)")
     finally:

@@ -77,6 +77,13 @@ def save_atomically(trainer, filepath: str | Path, weights_only: bool = False) -
         raise
 
 
+def _last_epoch(trainer) -> bool:
+    """Whether training ends with this epoch (on_train_end then saves last.ckpt)."""
+    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+    return (trainer.should_stop or (max_steps not in (None, -1) and trainer.global_step >= max_steps)
+            or (max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs))
+
+
 class AtomicCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint (same arguments, same files), saving with save_atomically."""
 
@@ -84,6 +91,7 @@ class AtomicCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self._rewind_loggers = False
         self._atomic = False  # decided in setup, when the strategy's CheckpointIO is known
+        self._saved_at_epoch_end = -1  # the global step of the last epoch-end save of last.ckpt
 
     def _generate_state_key(self, **kwargs) -> str:
         # ModelCheckpoint's own key: a run checkpointed by a plain ModelCheckpoint (dtrain before
@@ -116,6 +124,27 @@ class AtomicCheckpoint(ModelCheckpoint):
         for logger in trainer.loggers:
             if hasattr(logger, "forget_steps_from"):
                 logger.forget_steps_from(step)
+
+    # Lightning 2.6 writes `last` only in a step that also saved a top-k checkpoint, so a
+    # last-only callback (save_top_k=0) writes last.ckpt only when training ends: a run killed
+    # later would lose every epoch since its best one. Here it is written at every epoch's end
+    # (after that epoch's validation; a resumed run starts the next epoch), and once more when
+    # training ends, where the loop's state has that epoch completed.
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._last_only and not self._should_skip_saving_checkpoint(trainer) and not _last_epoch(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._saved_at_epoch_end = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if self._last_only and (self._last_global_step_saved != step or self._saved_at_epoch_end == step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
+    @property
+    def _last_only(self) -> bool:
+        return self.save_top_k == 0 and bool(self.save_last)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         if not self._atomic:

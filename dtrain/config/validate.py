@@ -176,6 +176,7 @@ def validate(cfg: DictConfig) -> None:
     _true_or_false(cfg, "test")
     _true_or_false(cfg, "runtime.skip_nonfinite")
     _positive_int(cfg, "runtime.threads", allow=("auto",), example="runtime.threads=1")
+    _positive_number(cfg, "runtime.collective_timeout_s", "600")
     run_id = _value(cfg, "run_id")
     if run_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(run_id)):
         raise ConfigError("run_id", f"names the run's W&B run and folders: letters, digits, - and _ only (up to 64), got {run_id!r}; or leave it out and dtrain derives one")

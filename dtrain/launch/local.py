@@ -47,6 +47,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def end(proc: subprocess.Popen, grace_s: float = 2.0) -> None:
+    """Stop a rank of a run that has failed: SIGTERM, then SIGKILL if it is still there (a
+    training rank takes SIGTERM as a request to checkpoint at its next step, which needs this
+    rank; a hung one answers nothing)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
     """If a rank dies, the others would wait for it forever in a collective: end them all."""
     while not stop.wait(1.0):
@@ -108,9 +122,11 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
         try:
             yield
         except BaseException as error:  # a peer's death shows here as a collective's error, or the watcher's SIGTERM
+            from dtrain.callbacks.stop_on_signal import StoppedBySignal
+
             time.sleep(0.5)  # the dead rank's exit status, if that is what this was
             dead = first_dead(procs)
-            if dead is not None and not isinstance(error, ConfigError):
+            if dead is not None and not isinstance(error, (ConfigError, StoppedBySignal)):
                 rank, proc = dead
                 raise rank_died(rank, proc.pid, how_it_ended(proc.returncode), run_dir) from None
             raise
@@ -122,9 +138,7 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
     finally:
         stop.set()
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
+            end(p)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

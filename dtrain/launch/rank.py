@@ -4,6 +4,7 @@ import sys
 import time
 from pathlib import Path
 
+from dtrain.callbacks.stop_on_signal import StoppedBySignal
 from dtrain.cli_errors import exit_on_config_error
 from dtrain.launch.dead_rank import leave_if_parent_gone, watch_parent
 from dtrain.run_dir import load_config
@@ -14,6 +15,8 @@ def main(run_dir: Path) -> None:
     rank0 = watch_parent(run_dir)  # rank 0 gone: one line, and this rank leaves
     try:
         exit_on_config_error(run, load_config(run_dir))
+    except StoppedBySignal:
+        sys.exit(0)  # the whole run stopped with a checkpoint; rank 0 says so, and ends with the status
     except BaseException:
         time.sleep(1.5)  # a collective's error may come before rank 0's exit is seen
         leave_if_parent_gone(rank0, run_dir)

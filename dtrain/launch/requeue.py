@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.callbacks.stop_on_signal import StopOnSignal
+
 CHECKPOINT_NAME = "requeue.ckpt"
 
 
@@ -66,49 +68,32 @@ def time_limit_reached(job_id: str) -> bool:
     return limit is not None and (datetime.datetime.now() - started).total_seconds() >= limit - 5
 
 
-class SlurmRequeue(Callback):
-    """Added by dtrain.train to every run that is a task of a Slurm job step."""
+class SlurmRequeue(StopOnSignal):
+    """Added by dtrain.train to every run that is a task of a Slurm job step: StopOnSignal (the
+    flag, the agreed step, the atomic checkpoint), ending in a requeue instead."""
+
+    checkpoint_name = CHECKPOINT_NAME
 
     def __init__(self, requeue: bool = True, max_requeues: int = 3) -> None:
+        super().__init__()
         self.requeue = requeue
         self.max_requeues = max_requeues
-        self._signal: str | None = None
         # Installed now, not at fit start: the notice may come while data is loading, and USR1's
         # default action would end the process. Lightning then sees a USR1 handler and adds none.
         signal.signal(signal.SIGUSR1, self._on_signal)
 
-    def _on_signal(self, signum, _frame) -> None:
-        self._signal = self._signal or signal.Signals(signum).name
-
     def on_train_start(self, trainer, pl_module) -> None:
-        # Lightning has registered its SIGTERM handler by now (it only notes the signal); ours
-        # runs first and then Lightning's.
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signum, frame):
-            self._on_signal(signum, frame)
-            if callable(lightning_handler):
-                lightning_handler(signum, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+        super().on_train_start(trainer, pl_module)  # SIGTERM: a time limit, a preemption, a scancel
         for logger in trainer.loggers:
             logger.log_metrics({"slurm/restart_count": restart_count()}, step=trainer.global_step)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Every rank stops at the same step, whichever of them saw the signal first.
-        if not trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False):
-            return
-        reason = self._signal or "a signal on another rank"
-        run_dir = Path(trainer.default_root_dir)
-        final = run_dir / "checkpoints" / CHECKPOINT_NAME
-        from dtrain.callbacks.checkpoint import save_atomically
-
-        save_atomically(trainer, final)  # a kill during the save leaves the previous one intact
+    def after_checkpoint(self, trainer, reason: str, checkpoint: Path) -> None:
         requeued = False
         if trainer.is_global_zero:
             requeued = self._requeue(reason)
+            run_dir = Path(trainer.default_root_dir)
             what = f"requeued job {_job_id()}, which resumes there" if requeued else f"not requeued (continue with `python -m dtrain resume={run_dir}`)"
-            print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {final}; {what}", file=sys.stderr, flush=True)
+            print(f"dtrain: {reason} at step {trainer.global_step}: checkpointed to {checkpoint}; {what}", file=sys.stderr, flush=True)
         requeued = trainer.strategy.broadcast(requeued)
         # Requeued: Slurm ends the job's processes now anyway, leaving first keeps the end orderly.
         # Not requeued: the run is unfinished, and the job's state says so (FAILED, not COMPLETED).
@@ -130,11 +115,12 @@ class SlurmRequeue(Callback):
         return done.returncode == 0
 
 
-def requeue_callbacks() -> list[Callback]:
-    """[SlurmRequeue] in a Slurm job step (settings from the job script's environment), else []."""
+def stop_on_signal() -> Callback:
+    """What a signal does to this run: in a Slurm job step, SlurmRequeue (settings from the job
+    script's environment); elsewhere, StopOnSignal (SIGTERM, Ctrl-C)."""
     if not under_slurm():
-        return []
-    return [SlurmRequeue(requeue=os.environ.get("DTRAIN_REQUEUE", "1") != "0", max_requeues=int(os.environ.get("DTRAIN_MAX_REQUEUES", "3")))]
+        return StopOnSignal()
+    return SlurmRequeue(requeue=os.environ.get("DTRAIN_REQUEUE", "1") != "0", max_requeues=int(os.environ.get("DTRAIN_MAX_REQUEUES", "3")))
 
 
 def trainer_plugins(trainer_cfg) -> dict:
