@@ -42,11 +42,15 @@ def _payloads(data: bytes) -> Iterator[bytes]:
 
 def records(path: Path, kind: str) -> Iterator:
     """The file's records of one kind ("history", "summary", "config", ...), in order."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     for payload in _payloads(Path(path).read_bytes()):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError:  # the last record of a file whose writer was killed
+            return
         if record.WhichOneof("record_type") == kind:
             yield getattr(record, kind)
 
@@ -97,6 +101,20 @@ def wait_closed(path: Path, timeout: float = 60.0) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def recorded_keys(wandb_dir: Path, run_id: str, leave_out: Path | None = None) -> dict[int, set[str]]:
+    """For each `trainer/global_step`, the keys the earlier segments of W&B run `run_id` recorded
+    at it: the run files of its earlier processes under `wandb_dir` (offline or online), all
+    but the folder `leave_out` (the segment being written)."""
+    steps: dict[int, set[str]] = {}
+    for path in sorted(Path(wandb_dir).glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
+        if leave_out is not None and path.parent == Path(leave_out):
+            continue
+        for row in read_history(path):
+            if row.get("trainer/global_step") is not None:
+                steps.setdefault(int(row["trainer/global_step"]), set()).update(key for key in row if not key.startswith("_"))
+    return steps
 
 
 def run_files(run_dir: Path) -> list[Path]:

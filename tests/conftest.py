@@ -74,3 +74,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("convergence bars (time to bar)")
         for row in rows:
             terminalreporter.write_line(json.dumps(row))
+
+
+@pytest.fixture
+def fault_record(request):
+    """`fault_record(fault, strategy, survived=, nothing_lost=, message=)`: this test's result for the
+    README's fault matrix (tests/fault_matrix.py); call it after the test's assertions."""
+    from tests.fault_matrix import record
+
+    def _record(fault: str, strategy: str, *, survived: bool | None, nothing_lost: bool | None, message: bool | None) -> None:
+        record(request.node.nodeid, fault, strategy, survived, nothing_lost, message)
+
+    return _record
+
+
+def pytest_collection_modifyitems(items):
+    """The fault matrix's test reads what the other tests recorded: it runs last."""
+    last = [item for item in items if item.nodeid.startswith("tests/test_fault_matrix.py")]
+    items[:] = [item for item in items if item not in last] + last

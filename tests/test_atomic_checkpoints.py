@@ -96,7 +96,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("strategy, at, survivor", CASES)
-def test_kill_inside_a_save_keeps_the_previous_checkpoint(tmp_path, strategy, at, survivor):
+def test_kill_inside_a_save_keeps_the_previous_checkpoint(tmp_path, strategy, at, survivor, fault_record):
     run_dir = tmp_path / "run"
     killed = dtrain(*RUN, *strategy, f"+callbacks.kill._target_={__name__}.KillInSave", f"+callbacks.kill.at={at}",
                     f"+callbacks.kill.once={tmp_path / 'killed'}", run_dir=run_dir)
@@ -115,3 +115,4 @@ def test_kill_inside_a_save_keeps_the_previous_checkpoint(tmp_path, strategy, at
     assert step_of(checkpoints / "last.ckpt") == 6
     left = sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("best-"))
     assert left == ["last.ckpt"], f"a killed save left {left}"
+    fault_record("sigkill_in_save", "fsdp" if strategy else "cpu", survived=True, nothing_lost=True, message=None)

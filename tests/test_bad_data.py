@@ -73,10 +73,11 @@ def test_a_class_folder_with_no_files(train, tmp_path):
     assert str(mistake).startswith("data.path: ") and "Found no valid file for the classes bird" in str(mistake)
 
 
-def test_the_host_running_out_of_memory_names_the_planner(train):
+def test_the_host_running_out_of_memory_names_the_planner(train, fault_record):
     with pytest.raises(ConfigError, match=r"^memory: the host ran out of memory .*python -m dtrain.plan") as error:
         train("model=mlp", "+callbacks.oom._target_=tests.probes.HostOutOfMemory", *FAST)
     assert "\n" not in str(error.value)
+    fault_record("host_oom", "cpu", survived=None, nothing_lost=None, message=True)
 
 
 def one_line_exit_2(done, *words):
@@ -98,9 +99,10 @@ def test_a_corrupt_image_read_by_a_loader_worker_is_named(tmp_path):
     one_line_exit_2(done, "data.path: ", str(bad), "cannot be read as an image", "remove or replace")
 
 
-def test_a_loader_worker_that_dies_ends_the_run_in_one_line(tmp_path):
+def test_a_loader_worker_that_dies_ends_the_run_in_one_line(tmp_path, fault_record):
     done = dtrain_cli("data._target_=tests.probes.dying_worker_digits", "data.num_workers=2", "logger=[csv]", *FAST, cwd=tmp_path, timeout=300)
     one_line_exit_2(done, "data.num_workers: a data loader worker process died", "data.num_workers=0")
+    fault_record("loader_worker_dies", "cpu", survived=None, nothing_lost=None, message=True)
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_disk_that_fills_mid_run_stops_it_cleanly_and_resume_finishes(small_disk, tmp_path):
+def test_a_disk_that_fills_mid_run_stops_it_cleanly_and_resume_finishes(small_disk, tmp_path, fault_record):
     run = small_disk / "run"
     done = dtrain_cli("model=mlp", "logger=[csv]", "trainer.max_epochs=4", "+callbacks.fill._target_=tests.probes.FillDisk",
                       "+callbacks.fill.epoch=2", f"hydra.run.dir={run}", cwd=tmp_path, timeout=300)
@@ -132,3 +134,4 @@ def test_a_disk_that_fills_mid_run_stops_it_cleanly_and_resume_finishes(small_di
     resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 4 * 5  # all 4 epochs of 5 steps
+    fault_record("disk_full", "cpu", survived=True, nothing_lost=True, message=True)

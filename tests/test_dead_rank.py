@@ -12,7 +12,7 @@ RUN = ("model=mlp", "trainer=ddp", "logger=[csv]", "trainer.max_epochs=3", "call
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dead", [1, 0])
-def test_a_killed_rank_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path, dead):
+def test_a_killed_rank_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path, dead, fault_record):
     run = tmp_path / "run"
     done = dtrain_cli(*RUN, f"+callbacks.die.rank={dead}", f"hydra.run.dir={run}", cwd=tmp_path, timeout=240)
     said = [line for line in done.stderr.splitlines() if line.startswith("dtrain: error: ")]
@@ -23,10 +23,11 @@ def test_a_killed_rank_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path,
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
     resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    fault_record("rank_killed", "ddp", survived=True, nothing_lost=True, message=True)
 
 
 @pytest.mark.slow
-def test_a_hung_rank_ends_the_run_within_the_collective_timeout(tmp_path):
+def test_a_hung_rank_ends_the_run_within_the_collective_timeout(tmp_path, fault_record):
     """Rank 1 stops answering at step 5 (after epoch 1's checkpoint); rank 0 waits in the step's
     all-reduce for runtime.collective_timeout_s, then the run ends in one line naming the setting."""
     import time
@@ -44,3 +45,4 @@ def test_a_hung_rank_ends_the_run_within_the_collective_timeout(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     resumed = dtrain_cli(f"resume={run}", "runtime.collective_timeout_s=600", cwd=tmp_path, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    fault_record("rank_hangs", "ddp", survived=True, nothing_lost=True, message=True)

@@ -19,7 +19,7 @@ def checkpoint_steps(run_dir) -> list[int]:
     return sorted(torch.load(p, map_location="cpu", weights_only=True)["global_step"] for p in (run_dir / "checkpoints").glob("*.ckpt"))
 
 
-def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, fault_record):
     run_dir = tmp_path / "run"
     done = dtrain_cli(*RUN, "+callbacks.poison.steps=[12]", cwd=tmp_path, env={"DTRAIN_RUN_DIR": str(run_dir)})
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -30,6 +30,7 @@ def test_a_nan_loss_stops_the_run_at_its_step_and_keeps_the_last_good_checkpoint
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         assert all(torch.isfinite(value).all() for value in state.values())
+    fault_record("nan_loss", "cpu", survived=None, nothing_lost=True, message=True)  # it stops, by design
 
 
 def test_skip_nonfinite_skips_such_steps_and_counts_them(tmp_path):
@@ -44,7 +45,7 @@ def test_skip_nonfinite_skips_such_steps_and_counts_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_under_ddp_every_rank_stops_and_one_line_is_printed(tmp_path):
+def test_under_ddp_every_rank_stops_and_one_line_is_printed(tmp_path, fault_record):
     """An exception inside Lightning's loop in one of two processes leaves the other waiting in
     its teardown: the ranks agree on the bad step and stop together, and rank 0 alone speaks."""
     run_dir = tmp_path / "run"
@@ -54,3 +55,4 @@ def test_under_ddp_every_rank_stops_and_one_line_is_printed(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert len(errors) == 1 and "at step 7;" in errors[0], errors
     assert max(checkpoint_steps(run_dir)) == 5
+    fault_record("nan_loss", "ddp", survived=None, nothing_lost=True, message=True)

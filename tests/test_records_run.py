@@ -153,3 +153,34 @@ def test_the_runs_of_a_multirun_share_a_wandb_group(tmp_path):
     assert len(runs) == 2 and runs[0]["id"] != runs[1]["id"]  # one W&B run per job, never merged
     sweep_dir = files[0].parents[3]
     assert runs[0]["group"] == runs[1]["group"] == str(sweep_dir.relative_to(tmp_path / "runs"))
+
+
+def test_steps_a_resumed_run_trains_again_are_not_recorded_twice_in_wandb(train):
+    """A run is resumed from a checkpoint older than what it logged (as a kill after a
+    checkpoint leaves it): the resumed process trains steps 3 and 4 again (then 5 and 6), and
+    W&B keeps each step's values once, across the run's two segments."""
+    from omegaconf import open_dict
+
+    from dtrain.run_dir import load_config
+    from dtrain.train import run
+
+    steps = ("+callbacks.every_step._target_=lightning.pytorch.callbacks.ModelCheckpoint", "+callbacks.every_step.dirpath=${paths.run_dir}/checkpoints",
+             "+callbacks.every_step.every_n_train_steps=2", "+callbacks.every_step.save_top_k=-1", "+callbacks.every_step.filename='{step}'")
+    _, run_dir = train("model=mlp", "budget=smoke", "trainer.max_steps=4", "trainer.log_every_n_steps=1", "logger=[csv,wandb]", *steps)
+    for path in (run_dir / "checkpoints").iterdir():  # only step 2's is left
+        if path.name != "step=2.ckpt":
+            path.unlink()
+    assert (run_dir / "checkpoints" / "step=2.ckpt").is_file()
+    cfg = load_config(run_dir)
+    with open_dict(cfg):  # `python -m dtrain resume=<run dir> trainer.max_steps=6`
+        cfg.resume, cfg.trainer.max_steps = str(run_dir), 6
+    run(cfg)
+
+    def recorded(path) -> set:
+        return {(row["trainer/global_step"], key) for row in read_history(path) if "trainer/global_step" in row
+                for key in row if not key.startswith("_") and key != "trainer/global_step"}
+
+    first, second = map(recorded, run_files(run_dir))
+    assert {step for step, key in second if key == "train/loss"}, "the resumed run recorded nothing"
+    assert not first & second, f"recorded by both segments: {sorted(first & second)[:6]}"
+    assert len({step for step, key in first | second if key == "train/loss"}) == 6  # every step

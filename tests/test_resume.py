@@ -41,7 +41,7 @@ def start(run_dir: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path):
+def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path, fault_record):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = start(reference_dir)
     killed = start(killed_dir)
@@ -76,6 +76,7 @@ def test_sigkill_mid_epoch_then_resume_gives_bitwise_equal_weights(tmp_path):
     wandb_runs = sorted((killed_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2
     assert len({run.name.rsplit("-", 1)[1] for run in wandb_runs}) == 1
+    fault_record("sigkill_mid_epoch", "cpu", survived=True, nothing_lost=True, message=None)  # a SIGKILL leaves no word
 
 
 def test_resume_refuses_overrides_that_change_the_run(tmp_path):
@@ -96,7 +97,7 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     assert "0" in epochs and "1" in epochs, "metrics.csv must keep the rows from before the resume"
 
 
-def test_a_run_killed_after_an_epoch_resumes_from_that_epochs_end(tmp_path):
+def test_a_run_killed_after_an_epoch_resumes_from_that_epochs_end(tmp_path, fault_record):
     """last.ckpt is written at every epoch's end (Lightning 2.6 alone writes a last-only
     callback's file when training ends, so a killed run fell back to its best epoch)."""
     run = ("model=mlp", "logger=[csv]", "trainer.max_epochs=4", "test=false", "~callbacks.records", "trainer.enable_progress_bar=false")
@@ -112,3 +113,4 @@ def test_a_run_killed_after_an_epoch_resumes_from_that_epochs_end(tmp_path):
     expected, actual = final_weights(reference), final_weights(killed)
     assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
     assert global_step(last) == 20
+    fault_record("sigkill_after_epoch", "cpu", survived=True, nothing_lost=True, message=None)

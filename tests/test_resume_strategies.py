@@ -102,7 +102,7 @@ STRATEGIES = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "model_parall
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, strategy):
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, strategy, fault_record):
     reference_dir, killed_dir = tmp_path / strategy / "reference", tmp_path / strategy / "killed"
     reference, killed = start(reference_dir, strategy), start(killed_dir, strategy, kill_at=KILL_AT)
     assert killed.wait(timeout=600) == -signal.SIGKILL, killed.stderr.read()[-3000:]
@@ -128,6 +128,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, strate
     # Both test stages load their best checkpoint (its weights the same in both runs).
     assert list((killed_dir / "checkpoints").glob("best*")), "the test stage must have had a best checkpoint"
     assert test_loss(killed_dir) == pytest.approx(test_loss(reference_dir), rel=1e-6)
+    fault_record("sigkill_mid_epoch", strategy, survived=True, nothing_lost=True, message=None)
 
 
 def _file_checkpoint(path: Path, step: int) -> None:

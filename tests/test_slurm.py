@@ -118,7 +118,7 @@ def test_launcher_slurm_submits_a_two_node_job_and_a_dry_run_passes_test_only(cl
 
 
 @pytest.mark.slow
-def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(cluster, tmp_path):
+def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(cluster, tmp_path, fault_record):
     run = [*RUN, "logger=[csv,wandb]", "data.batch_size=16", "trainer.max_epochs=3", "seed=3"]
     # Sleeps from step 20 on until the job is requeued, so there is time to send the signal mid-epoch.
     slow = ["+callbacks.slow._target_=tests.slurm_helpers.SlowAfterStep", "+callbacks.slow.step=20", "+callbacks.slow.seconds=0.3"]
@@ -158,6 +158,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_weights(clus
     wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and len({path.name.rsplit("-", 1)[1] for path in wandb_runs}) == 1, "one W&B run id across the requeue"
     assert run_dirs(tmp_path / "runs") == [run_dir], "no second run directory"
+    fault_record("slurm_preempted", "cpu", survived=True, nothing_lost=True, message=True)
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ def check_stopped(run: Path, returncode: int, stderr: str, signum: int) -> None:
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == 11  # the step in hand finished
 
 
-def test_sigterm_checkpoints_the_step_and_resume_matches_an_unstopped_run(tmp_path):
+def test_sigterm_checkpoints_the_step_and_resume_matches_an_unstopped_run(tmp_path, fault_record):
     stopped, reference = tmp_path / "stopped", tmp_path / "reference"
     returncode, stderr = stop_mid_step(stopped, start(stopped), signal.SIGTERM, whole_group=False)
     check_stopped(stopped, returncode, stderr, signal.SIGTERM)
@@ -63,11 +63,12 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_an_unstopped_run(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     expected, actual = weights(reference / "checkpoints" / "last.ckpt"), weights(stopped / "checkpoints" / "last.ckpt")
     assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
+    fault_record("sigterm", "cpu", survived=True, nothing_lost=True, message=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, whole_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm-to-rank0"])
-def test_ddp_stops_together_and_resumes(tmp_path, signum, whole_group):
+def test_ddp_stops_together_and_resumes(tmp_path, signum, whole_group, fault_record):
     run = tmp_path / "run"
     returncode, stderr = stop_mid_step(run, start(run, "trainer=ddp"), signum, whole_group)
     check_stopped(run, returncode, stderr, signum)
@@ -75,3 +76,4 @@ def test_ddp_stops_together_and_resumes(tmp_path, signum, whole_group):
     resumed = dtrain_cli(f"resume={run}", cwd=tmp_path, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] > 11
+    fault_record("ctrl_c" if signum == signal.SIGINT else "sigterm", "ddp", survived=True, nothing_lost=True, message=True)

@@ -19,6 +19,32 @@ class WandbLogger(LightningWandbLogger):
         # anonymous setting has no effect" on every run; leaving the key out means the same.
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+        self._earlier: dict[int, set[str]] | None = None
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        """A resumed run trains the steps after its checkpoint again: what the killed process
+        already recorded at a step (the same values: resume is bitwise) is not recorded twice."""
+        if step is not None:
+            done = self._recorded_before().get(int(step), ())
+            metrics = {key: value for key, value in metrics.items() if self._logged_name(key) not in done}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
+
+    def _logged_name(self, key: str) -> str:
+        return f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}" if self._prefix else key
+
+    def _recorded_before(self) -> dict[int, set[str]]:
+        if self._earlier is None:
+            from pathlib import Path
+
+            from dtrain.wandb_offline import recorded_keys
+
+            files = getattr(self.experiment, "dir", None)  # <save_dir>/wandb/<mode>-run-<time>-<id>/files; none when disabled
+            segment = Path(files).parent if files else None
+            self._earlier = recorded_keys(segment.parent, self.experiment.id, leave_out=segment) if segment and segment.is_dir() else {}
+        return self._earlier
 
     def log_hyperparams(self, params) -> None:
         """Every secret key's value, and the environment's secrets, become `<redacted>` (the
