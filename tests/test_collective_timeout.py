@@ -20,7 +20,7 @@ def test_a_strategy_name_becomes_that_strategy_with_the_timeout(name, kept):
         assert getattr(strategy, attribute) == value
 
 
-@pytest.mark.parametrize("trainer", ["fsdp", "model_parallel", "pipeline"])
+@pytest.mark.parametrize("trainer", ["fsdp", "deepspeed_zero2", "model_parallel", "pipeline"])
 def test_a_strategy_config_is_built_with_the_timeout(trainer):
     cfg = compose([f"trainer={trainer}", "runtime.collective_timeout_s=10"])
     assert strategy_with_timeout(cfg.trainer.strategy, collective_timeout(cfg))._timeout == TEN
