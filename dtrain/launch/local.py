@@ -7,7 +7,6 @@ then sees the ranks as launched externally, as under torchrun or srun.
 """
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -62,13 +61,15 @@ def end(proc: subprocess.Popen, grace_s: float = 2.0) -> None:
 
 
 def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
-    """If a rank dies, the others would wait for it forever in a collective: end them all."""
+    """If a rank dies, end the other extra ranks, which could wait for it in a collective. This
+    process, rank 0, sees the death itself: its next collective fails (the dead rank's sockets
+    are closed), and `_start_ranks` names the rank. (A SIGTERM to itself would end it without a
+    word once training is over and its handlers are Python's defaults again.)"""
     while not stop.wait(1.0):
         if any(p.poll() not in (None, 0) for p in procs):
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
-            os.kill(os.getpid(), signal.SIGTERM)
             return
 
 
@@ -121,9 +122,10 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
     try:
         try:
             yield
-        except BaseException as error:  # a peer's death shows here as a collective's error, or the watcher's SIGTERM
+        except BaseException as error:  # a peer's death shows here as a collective's error
             from dtrain.callbacks.stop_on_signal import StoppedBySignal
 
+            stop.set()
             time.sleep(0.5)  # the dead rank's exit status, if that is what this was
             dead = first_dead(procs)
             if dead is not None and not isinstance(error, (ConfigError, StoppedBySignal)):
