@@ -30,5 +30,27 @@ def main(run_dir: Path) -> None:
             dist.destroy_process_group()
 
 
+def leave(code) -> None:
+    """Exit with `code` now, past the interpreter's teardown: threads of torch's C++ side (gloo's,
+    torch-DCP's) left to static destruction still abort a rank whose run succeeded ("terminate
+    called without an active exception", exit -6; seen under fsdp after its group was closed)."""
+    import logging
+    import os
+
+    logging.shutdown()  # the run's log file
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    try:
+        main(Path(sys.argv[1]))
+    except SystemExit as stop:
+        leave(stop.code)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        leave(1)
+    leave(0)
