@@ -15,6 +15,7 @@ RESUMABLE_KEYS = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "test", "logger.wandb.mode",
     "runtime.trust_checkpoints", "runtime.skip_nonfinite", "runtime.collective_timeout_s",
+    "runtime.activation_checkpointing", "runtime.compile",
 )
 
 
@@ -82,7 +83,9 @@ def preflight(overrides: list[str]) -> None:
 
         slurm_preflight(cfg)  # sbatch exists and Slurm takes the job, before Hydra makes a run directory
     else:
-        check_devices(cfg.trainer)
+        from dtrain.parallel.dims import ParallelDims
+
+        ParallelDims.from_config(cfg.trainer, check_devices(cfg.trainer))  # the strategy's sizes fit the processes
     if not writable_dir(Path(cfg.hydra.run.dir)):
         raise ConfigError("hydra.run.dir", f"cannot create {cfg.hydra.run.dir}; set paths.runs_dir to a writable folder")
 

@@ -131,14 +131,12 @@ def devices() -> dict:
 
 def layout(trainer) -> dict:
     """Where the processes sit: world, nodes, and the data/tensor/pipeline parallel sizes."""
-    from dtrain.parallel.mesh import data_parallel_size, model_parallel_size
+    from dtrain.parallel.dims import dims_of
 
-    strategy = trainer.strategy
-    pipeline = getattr(strategy, "stages", 1) if hasattr(strategy, "stage_index") else 1
+    strategy, dims = trainer.strategy, dims_of(trainer)
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "devices_per_node": trainer.num_devices,
-        "data_parallel_size": data_parallel_size(trainer), "tensor_parallel_size": model_parallel_size(strategy) // pipeline,
-        "pipeline_parallel_size": pipeline, "accelerator": type(trainer.accelerator).__name__,
+        "data_parallel_size": dims.data_parallel, "tensor_parallel_size": dims.tensor, "pipeline_parallel_size": dims.pipeline, "accelerator": type(trainer.accelerator).__name__,
         "strategy": type(strategy).__name__, "precision": trainer.precision,
     }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from dtrain.parallel.compat import strategy_kind
+from dtrain.parallel.dims import strategy_kind
 
 GIB = 1024**3
 _BYTES = {"64": 8, "32": 4, "16": 2, "bf16": 2}

@@ -15,6 +15,7 @@ from dtrain.console.logs import start_logging
 from dtrain.failures import as_config_error, known_failures
 from dtrain.launch.local import local_ranks
 from dtrain.launch.threads import settle_threads
+from dtrain.parallel.dims import ParallelDims
 from dtrain.run_dir import fix_run_dir, save_config, write_env_record
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)  # user mistakes, reported before torch is even imported
     left_out = leave_out_foreign_keys(cfg)  # dtrain's default keys beside a user's own _target_
     processes = check_devices(cfg.trainer)
+    dims = ParallelDims.from_config(cfg.trainer, processes)  # replicas, shards, tensor, pipeline: one line if they do not fit
     run_dir = fix_run_dir(cfg)
     settle_threads(cfg, processes, run_dir)  # runtime.threads, decided before torch loads and saved with the config
     start_logging(run_dir)  # each message once, rank 0 only; <run>/run.log keeps all
@@ -44,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from dtrain.callbacks.sanity_check import SanityCheckFailure
     from dtrain.launch.requeue import requeued_checkpoint, stop_on_signal, trainer_plugins
     from dtrain.parallel.collective_timeout import collective_timeout, strategy_with_timeout
+    from dtrain.parallel.parallelize import ParallelOptions, Parallelize
 
     # Checkpoint files that would run code are skipped or refused unless the command line says to trust them.
     trust = OmegaConf.select(cfg, TRUST_KEY, default=False) is True
@@ -68,8 +71,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.warning(warning)
         with net_must_fit_data(cfg):
             model = instantiate(cfg.model)
+        parallelize = Parallelize(dims, ParallelOptions.from_config(cfg))
+        parallelize.check(model)  # a net's widths must split over the tensor size
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+        callbacks.append(parallelize)  # tensor parallel, activation checkpointing, compile, FSDP2: at set-up
         callbacks.append(stop_on_signal())  # SIGTERM, Ctrl-C, Slurm's notice: checkpoint the step, exit (or requeue)
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         callbacks.append(PlainHyperparameters(cfg))  # checkpoints that load weights-only, whatever the module stores
@@ -143,9 +149,9 @@ def net_must_fit_data(cfg: DictConfig, trainer=None) -> Iterator[None]:
 def check_batch_split(cfg: DictConfig, trainer) -> None:
     """The global batch must split evenly over data-parallel ranks and accumulation steps."""
     from dtrain.data.base import per_device_batch
-    from dtrain.parallel.mesh import data_parallel_size
+    from dtrain.parallel.dims import dims_of
 
-    per_device_batch(cfg.data.batch_size, data_parallel_size(trainer), trainer.accumulate_grad_batches)
+    per_device_batch(cfg.data.batch_size, dims_of(trainer).data_parallel, trainer.accumulate_grad_batches)
 
 
 def finish_loggers(loggers, status: str) -> None:

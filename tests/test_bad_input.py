@@ -79,7 +79,10 @@ MISTAKES = [
     (f"trainer=ddp trainer.devices={CPUS + 1}", "trainer.devices", f"trainer.devices={CPUS}"),
     ("trainer=fsdp trainer.precision=64-true", "trainer.precision", "32-true"),
     ("trainer=fsdp trainer.gradient_clip_val=1.0", "trainer.gradient_clip_algorithm", "gradient_clip_algorithm=value"),
-    ("trainer=pipeline model=transformer trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val", "set it to null"),
+    ("trainer=pipeline model=transformer trainer.strategy.stages=3", "trainer.strategy.stages", "divisor of 2"),
+    ("trainer=model_parallel model=transformer trainer.strategy.tensor_parallel_size=3", "trainer.strategy.tensor_parallel_size", "divisor of 2"),
+    ("model=transformer +model.compile=true", "model.compile", "runtime.compile=true"),
+    ("runtime.activation_checkpointing=maybe", "runtime.activation_checkpointing", "true or false"),
     ("trainer=deepspeed_zero2 trainer.gradient_clip_val=1.0 +trainer.gradient_clip_algorithm=value", "trainer.gradient_clip_algorithm", "norm only"),
     ("trainer=deepspeed_zero2_offload model/optimizer=sgd", "model.optimizer", "model/optimizer=adamw"),
     # bad paths
@@ -156,6 +159,7 @@ def test_dtrain_knows_every_precision_lightning_takes():
     [
         (["model=gcn", "data=digits", "budget=smoke", "logger=[csv,wandb]"], "model.net"),  # only the first batch shows it
         (["+model.init_from=no/such.ckpt", "budget=smoke", "logger=[csv,wandb]"], "model.init_from"),
+        (["model=transformer", "model.net.n_heads=1", "trainer=model_parallel", "budget=smoke"], "trainer.strategy.tensor_parallel_size"),
     ],
 )
 def test_a_mistake_found_inside_the_run_leaves_no_run_directory(tmp_path, args, key):

@@ -40,13 +40,14 @@ def test_plan_refuses_shapes_that_do_not_split():
     from dtrain.config.errors import ConfigError
     from dtrain.nets.mlp import MLP
     from dtrain.nets.transformer import Transformer
-    from dtrain.parallel.tensor_parallel import check_shapes
+    from dtrain.parallel.tensor_parallel import check_plan
 
-    assert len(check_shapes(Transformer(256, 64, d_model=32, n_layers=2, n_heads=4), 2)) == 12
-    with pytest.raises(ConfigError, match="1 heads, which do not split over 2"):
-        check_shapes(Transformer(256, 64, d_model=32, n_layers=1, n_heads=1), 2)
-    with pytest.raises(ConfigError, match="tensor_parallel_size=1"):
-        check_shapes(MLP(8, 2), 2)
+    plan = check_plan(Transformer(256, 64, d_model=32, n_layers=2, n_heads=4), 2)
+    assert len(plan.colwise) == 8 and len(plan.rowwise) == 4
+    with pytest.raises(ConfigError, match="blocks.0.attn has 1 heads, which do not split over 2"):
+        check_plan(Transformer(256, 64, d_model=32, n_layers=1, n_heads=1), 2)
+    with pytest.raises(ConfigError, match="declares no tensor-parallel plan.*tensor_parallel_size=1"):
+        check_plan(MLP(8, 2), 2)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ TINY = (
 )
 CLIP_VALUE = ("trainer.gradient_clip_val=0.002", "+trainer.gradient_clip_algorithm=value")
 CLIP_NORM = ("trainer.gradient_clip_val=0.05",)
-OPTIONS = ("trainer.accumulate_grad_batches=2", "+model.activation_checkpointing=true")
+OPTIONS = ("trainer.accumulate_grad_batches=2", "runtime.activation_checkpointing=true")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_clipping_by_norm_changes_the_result(runs):
 def test_fsdp_with_accumulation_value_clipping_checkpointing_and_compile(runs):
     reference = final_weights(runs("cpu", *CLIP_VALUE))[0]
     assert max_difference(reference, final_weights(runs("cpu"))[0]) > 1e-3  # value clipping is in effect
-    weights = final_weights(runs("fsdp", *CLIP_VALUE, *OPTIONS, "+model.compile=true"))
+    weights = final_weights(runs("fsdp", *CLIP_VALUE, *OPTIONS, "runtime.compile=true"))
     assert len(weights) == 2
     assert max_difference(weights[0], reference) < 1e-5
 
@@ -65,10 +65,13 @@ def test_activation_checkpointing_wraps_the_repeated_blocks():
     from hydra.utils import instantiate
 
     from dtrain.nets.transformer import Transformer
+    from dtrain.parallel.dims import ParallelDims
+    from dtrain.parallel.parallelize import ParallelOptions, parallelize
     from dtrain.tasks.language_model import LanguageModel
 
     net = Transformer(vocab_size=16, max_len=8, d_model=16, n_layers=3, n_heads=2, dropout=0.0)
-    task = LanguageModel(net, instantiate({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}), activation_checkpointing=True)
+    task = LanguageModel(net, instantiate({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}))
+    parallelize(task.net, ParallelDims(world=1), ParallelOptions(activation_checkpointing=True))
     assert all(block.forward.__name__ == "checkpointed" for block in task.net.blocks)
     saved = []
     tokens = torch.randint(0, 16, (2, 8))
@@ -89,7 +92,7 @@ def test_activation_checkpointing_wraps_the_repeated_blocks():
         (("trainer=deepspeed_zero2_offload", "model/optimizer=sgd"), "model.optimizer"),
         (("trainer=deepspeed_zero3", "trainer.precision=64-true"), "trainer.precision"),
         (("trainer=fsdp", "trainer.precision=64-true"), "trainer.precision"),
-        (("trainer=pipeline", "trainer.gradient_clip_val=1.0"), "trainer.gradient_clip_val"),
+        (("+model.compile=true",), "model.compile"),
     ],
 )
 def test_unsupported_combinations_are_refused_before_start(overrides, key, tmp_path):

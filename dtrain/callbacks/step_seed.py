@@ -16,9 +16,9 @@ class StepSeed(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         # The data-parallel rank: tensor-parallel shards of one replica must draw the same dropout.
-        from dtrain.parallel.mesh import data_parallel_size_and_rank
+        from dtrain.parallel.dims import dims_of
 
-        rank = data_parallel_size_and_rank(trainer)[1]
+        rank = dims_of(trainer).data_parallel_rank(trainer.global_rank)
         seed = step_seed(self.seed, trainer.current_epoch, batch_idx, rank)
         device = trainer.strategy.root_device
         if device.type in ("cpu", "cuda"):

@@ -60,6 +60,16 @@ def _true_or_false(cfg: DictConfig, key: str) -> None:
         raise ConfigError(key, f"expected true or false, got {value!r}")
 
 
+def _moved_to_runtime(cfg: DictConfig) -> None:
+    """Activation checkpointing and compile are the parallel layer's, not a dtrain task's (a
+    user's own module may take arguments of these names)."""
+    if not str(_value(cfg, "model._target_") or "").startswith("dtrain."):
+        return
+    for option in ("activation_checkpointing", "compile"):
+        if _value(cfg, f"model.{option}") is not None:
+            raise ConfigError(f"model.{option}", f"is a run setting now: drop it and give runtime.{option}=true")
+
+
 def _val_check_interval(cfg: DictConfig) -> None:
     """Lightning's `val_check_interval`: a number of training batches, or a share of an epoch."""
     key = "trainer.val_check_interval"
@@ -175,6 +185,9 @@ def validate(cfg: DictConfig) -> None:
     _non_negative_number(cfg, "trainer.gradient_clip_val", "1.0")
     _true_or_false(cfg, "test")
     _true_or_false(cfg, "runtime.skip_nonfinite")
+    _true_or_false(cfg, "runtime.activation_checkpointing")
+    _true_or_false(cfg, "runtime.compile")
+    _moved_to_runtime(cfg)
     _positive_int(cfg, "runtime.threads", allow=("auto",), example="runtime.threads=1")
     _positive_number(cfg, "runtime.collective_timeout_s", "600")
     run_id = _value(cfg, "run_id")
@@ -200,10 +213,10 @@ def validate(cfg: DictConfig) -> None:
     if not writable_dir(runs_dir):
         raise ConfigError("paths.runs_dir", f"cannot create or write {runs_dir}; choose a writable folder, e.g. paths.runs_dir=$HOME/runs")
     from dtrain.launch.slurm import settle
-    from dtrain.parallel.compat import check_compat
+    from dtrain.parallel.dims import check_strategy_options
 
     settle(cfg)  # launcher=slurm: the trainer's nodes and devices follow launcher.*
-    check_compat(cfg)
+    check_strategy_options(cfg)
 
 
 def _device_count(devices, available: int) -> int:

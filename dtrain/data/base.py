@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from dtrain.config.errors import ConfigError
 from dtrain.data.batched import batched, collate
 from dtrain.data.sampler import ResumableSampler
-from dtrain.parallel.mesh import data_parallel_size_and_rank
+from dtrain.parallel.dims import dims_of
 
 
 def per_device_batch(global_batch: int, data_parallel_size: int, accumulation: int) -> int:
@@ -78,8 +78,7 @@ class DataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def per_device_batch_size(self) -> int:
-        dp_size, _ = data_parallel_size_and_rank(self.trainer)
-        return per_device_batch(self.batch_size, dp_size, self.trainer.accumulate_grad_batches)
+        return per_device_batch(self.batch_size, dims_of(self.trainer).data_parallel, self.trainer.accumulate_grad_batches)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, shuffle=True, drop_last=True)
@@ -98,8 +97,9 @@ class DataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False, drop_last=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        dp_size, dp_rank = data_parallel_size_and_rank(self.trainer)
-        sampler = ResumableSampler(dataset, num_replicas=dp_size, rank=dp_rank, shuffle=shuffle, seed=self.seed)
+        dims = dims_of(self.trainer)
+        rank = dims.data_parallel_rank(self.trainer.global_rank) if self.trainer is not None else 0
+        sampler = ResumableSampler(dataset, num_replicas=dims.data_parallel, rank=rank, shuffle=shuffle, seed=self.seed)
         own_collate = getattr(self, "collate_fn", None)
         batch_size = self.per_device_batch_size()
         if drop_last and len(sampler) < batch_size:  # Lightning would "train" on no batches and call it done
@@ -125,8 +125,7 @@ class DataModule(L.LightningDataModule):
         batches_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if batches_done >= trainer.num_training_batches:
             epoch, batches_done = epoch + 1, 0
-        dp_size, _ = data_parallel_size_and_rank(trainer)
-        return {"epoch": epoch, "samples_done": batches_done * self.per_device_batch_size() * dp_size}
+        return {"epoch": epoch, "samples_done": batches_done * self.per_device_batch_size() * dims_of(trainer).data_parallel}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:

@@ -2,10 +2,10 @@
 (causal=False, BERT-style) or encoder-decoder (encoder_layers > 0, T5-style), pre-norm blocks,
 learned positions, no weight tying.
 
-Every linear layer is its own module with a stable name (attn.q/k/v/out, mlp.up/down) so
-tensor-parallel plans can shard them, and the model is an ordered stack (embed, blocks, head)
-so a pipeline can split it. Heads are inferred from the tensors, which lets a tensor-parallel
-rank hold a subset of them without any change here.
+The net declares how it may be split (dtrain.nets.plans): `tensor_parallel_plan()` names its
+attention and MLP layers for a Megatron split, `pipeline_layers()` gives it as an ordered stack
+(embed, blocks, head). Heads are inferred from the tensors, which lets a tensor-parallel rank hold
+a subset of them without any change here.
 """
 
 import math
@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dtrain.nets.plans import TensorParallelPlan
 
 
 class Attention(nn.Module):
@@ -184,6 +186,25 @@ class Transformer(nn.Module):
         tokens equals forward(tokens) (no padding mask). Pipeline parallelism splits this list."""
         pooling = [] if isinstance(self.pool, nn.Identity) else [self.pool]
         return [self.embed, *self.blocks, *pooling, self.head]
+
+    def tensor_parallel_plan(self) -> TensorParallelPlan:
+        """Every block's attention (self and cross) split by heads: q/k/v by columns, the output
+        projection by rows; its MLP's first layer by columns, the second by rows. One all-reduce
+        per sub-layer; embeddings, norms and the head stay whole."""
+        colwise, rowwise, heads = [], [], {}
+        stacks = [("blocks", self.blocks)] + ([("encoder", self.encoder)] if hasattr(self, "encoder") else [])
+        for stack, blocks in stacks:
+            for index, block in enumerate(blocks):
+                prefix = f"{stack}.{index}"
+                for attention in ("attn", "cross"):
+                    layer = getattr(block, attention, None)
+                    if layer is not None:
+                        colwise += [f"{prefix}.{attention}.{name}" for name in ("q", "k", "v")]
+                        rowwise.append(f"{prefix}.{attention}.out")
+                        heads[f"{prefix}.{attention} heads"] = layer.q.out_features // layer.head_dim
+                colwise.append(f"{prefix}.mlp.up")
+                rowwise.append(f"{prefix}.mlp.down")
+        return TensorParallelPlan(colwise=tuple(colwise), rowwise=tuple(rowwise), divisible=heads)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), nanoGPT's 6N + attention estimate."""

@@ -22,7 +22,7 @@ def to_cpu_adam(optimizer):
     """DeepSpeedCPUAdam with the same parameter groups and hyper-parameters as a torch Adam/AdamW.
 
     ZeRO-Offload steps the optimizer on the host and insists on DeepSpeed's vectorised Adam there;
-    dtrain.parallel.compat refuses other optimizers with offload before any process starts.
+    dtrain.parallel.dims.check_strategy_options refuses other optimizers with offload before any process starts.
     """
     import torch
     from deepspeed.ops.adam import DeepSpeedCPUAdam

@@ -101,8 +101,10 @@ class Pipeline(DDPStrategy):
         self._new_grads: list[torch.Tensor | None] = []
 
     @property
-    def model_parallel_size(self) -> int:
-        return self.stages
+    def parallel_dims(self):
+        from dtrain.parallel.dims import pipelines
+
+        return pipelines(self.stages, self.world_size)
 
     @property
     def stage_index(self) -> int:

@@ -1,63 +1,51 @@
-"""Tensor-parallel plans: which linear layers of a net are split by columns and which by rows.
+"""Tensor parallelism from a net's declared plan (dtrain.nets.plans.TensorParallelPlan).
 
-A transformer block is sharded the Megatron way: the q/k/v projections and the MLP's first
-layer by columns (each rank computes a slice of the heads and hidden units, no communication),
-the attention output and the MLP's second layer by rows (partial sums, all-reduced once per
-sub-layer). Cross-attention (`cross.*`) is split like self-attention. Layers are found by
-name, so any net that names its layers like dtrain.nets.transformer (`attn.q/k/v/out`,
-`mlp.up/down`) gets the plan.
+The net names its column-wise and row-wise linear layers; this module checks that every split
+is whole over the tensor size and applies it with torch's DTensor styles. A colwise layer's
+output stays sharded (its last dimension: heads or hidden units) and feeds the rowwise layer
+after it, whose partial sums are all-reduced once; every layer's output outside that pair is
+a plain, whole tensor, so the net's own code runs unchanged on a shard.
 """
 
 from torch import nn
 
 from dtrain.config.errors import ConfigError
+from dtrain.nets.plans import TensorParallelPlan
 
-COLUMN_WISE = ("attn.q", "attn.k", "attn.v", "cross.q", "cross.k", "cross.v", "mlp.up")
-ROW_WISE = ("attn.out", "cross.out", "mlp.down")
 KEY = "trainer.strategy.tensor_parallel_size"
 
 
-def _matches(name: str, suffixes: tuple[str, ...]) -> bool:
-    return any(name == s or name.endswith("." + s) for s in suffixes)
+def plan_of(net: nn.Module) -> TensorParallelPlan | None:
+    declare = getattr(net, "tensor_parallel_plan", None)
+    return declare() if callable(declare) else None
 
 
-def layer_plan(net: nn.Module) -> dict[str, str]:
-    """{module name: "colwise" | "rowwise"} for the linear layers of `net` that a plan shards."""
-    plan = {}
-    for name, module in net.named_modules():
-        if isinstance(module, nn.Linear):
-            if _matches(name, COLUMN_WISE):
-                plan[name] = "colwise"
-            elif _matches(name, ROW_WISE):
-                plan[name] = "rowwise"
-    return plan
-
-
-def check_shapes(net: nn.Module, tp: int) -> dict[str, str]:
-    """The plan for `net`, or a ConfigError naming the layer whose shape does not split over `tp` ranks."""
-    plan = layer_plan(net)
+def check_plan(net: nn.Module, tp: int) -> TensorParallelPlan | None:
+    """`net`'s plan, or a ConfigError naming the layer or count that does not split over `tp` ranks."""
+    plan = plan_of(net)
     if tp == 1:
         return plan
-    if not plan:
-        raise ConfigError(KEY, f"{type(net).__name__} has no layers a tensor-parallel plan knows (attn.q/k/v/out, mlp.up/down); use {KEY}=1 (FSDP2 only)")
-    for name, style in plan.items():
-        linear = net.get_submodule(name)
-        size = linear.out_features if style == "colwise" else linear.in_features
-        if size % tp:
-            raise ConfigError(KEY, f"{name} has {size} {'outputs' if style == 'colwise' else 'inputs'}, which do not split over {tp} ranks; use a divisor of {size}")
-    for name, module in net.named_modules():
-        head_dim = getattr(module, "head_dim", None)
-        if isinstance(head_dim, int) and _matches(name + ".q", COLUMN_WISE) and hasattr(module, "q"):
-            heads = module.q.out_features // head_dim
-            if heads % tp:
-                raise ConfigError(KEY, f"{name} has {heads} heads, which do not split over {tp} ranks; use a divisor of {heads}")
+    if plan is None:
+        raise ConfigError(KEY, f"{type(net).__name__} declares no tensor-parallel plan (a tensor_parallel_plan() method); use {KEY}=1 (FSDP2 only)")
+    for names, style in ((plan.colwise, "colwise"), (plan.rowwise, "rowwise")):
+        for name in names:
+            linear = net.get_submodule(name)
+            if not isinstance(linear, nn.Linear):
+                raise ConfigError(KEY, f"{type(net).__name__}'s plan names {name}, a {type(linear).__name__}; a plan splits nn.Linear layers only")
+            size, what = (linear.out_features, "outputs") if style == "colwise" else (linear.in_features, "inputs")
+            if size % tp:
+                raise ConfigError(KEY, f"{name} has {size} {what}, which do not split over {tp} ranks; use a divisor of {size}")
+    for what, count in plan.divisible.items():
+        if count % tp:
+            layer, _, unit = what.rpartition(" ")
+            raise ConfigError(KEY, f"{layer} has {count} {unit}, which do not split over {tp} ranks; use a divisor of {count}")
     return plan
 
 
-def parallelize(net: nn.Module, tp_mesh) -> None:
-    """Shard `net`'s planned layers over the 1-D `tp_mesh` in place; layer outputs stay plain tensors."""
+def apply_tensor_parallel(net: nn.Module, tp_mesh) -> None:
+    """Shard `net`'s planned layers over the 1-D `tp_mesh` in place."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    plan = check_shapes(net, tp_mesh.size())
-    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
-    parallelize_module(net, tp_mesh, {name: styles[style]() for name, style in plan.items()})
+    plan = check_plan(net, tp_mesh.size())
+    styles = {**{name: ColwiseParallel() for name in plan.colwise}, **{name: RowwiseParallel() for name in plan.rowwise}}
+    parallelize_module(net, tp_mesh, styles)

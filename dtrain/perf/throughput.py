@@ -50,10 +50,10 @@ class Throughput(RecordPart):
 
     # -- set-up: sizes, peak, the module to count FLOPs on ------------------------------------
     def setup(self, trainer, pl_module) -> None:
-        from dtrain.parallel.mesh import data_parallel_size
+        from dtrain.parallel.dims import dims_of
         from dtrain.perf.peak import peak_flops
 
-        self.dp_size, self.world_size = data_parallel_size(trainer), trainer.world_size
+        self.dp_size, self.world_size = dims_of(trainer).data_parallel, trainer.world_size
         self.params = sum(p.numel() for p in pl_module.parameters())  # whole, before any sharding
         self.peak, self.peak_source = peak_flops(trainer, self.cache_dir)
         if self.count_flops:

@@ -45,10 +45,11 @@ class Adversarial(Task):
         num_score_samples: int = 1000,
         inception_weights: str | None = None,
         scheduler=None,
+        **options,
     ):
         if loss not in ("gan", "wgan_gp"):
             raise ValueError(f"unknown loss {loss!r}; use gan or wgan_gp")
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.automatic_optimization = False
         self.loss, self.critic_steps, self.gradient_penalty = loss, critic_steps, gradient_penalty
         self.batch_cycle = critic_steps  # the generator steps once per critic_steps batches

@@ -1,7 +1,6 @@
-"""What every task shares: the net, the optimizer and schedule from config, lean loss logging,
-and the net-level options (starting weights, compile, activation checkpointing)."""
+"""What every task shares: the net and its starting weights, the optimizer and schedule from
+config, lean loss logging."""
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,41 +18,23 @@ class Task(L.LightningModule):
 
     Every task also accepts `init_from` (a checkpoint of another run, e.g. a masked-LM
     pretraining: every net weight whose name and shape match is copied in, a new head keeps its
-    initialisation), `compile` (torch.compile the net: the net, not the LightningModule,
-    whose `self.log` dynamo cannot trace) and `activation_checkpointing` (recompute each of the
-    net's repeated blocks in the backward pass instead of keeping its activations). Both keep
-    parameter names, so checkpoints load with or without them.
+    initialisation). How the net is split, checkpointed and compiled is not the task's business
+    (dtrain.parallel.parallelize).
 
     Weight decay applies to the weights of matrix multiplications and convolutions (and
     embeddings) only: biases and normalisation weights (every parameter with fewer than 2
-    dimensions) form a group without decay, as nanoGPT's `configure_optimizers` does.
+    dimensions, as marked before sharding flattens them) form a group without decay, as nanoGPT's
+    `configure_optimizers` does.
     `decay_norms_and_biases=true` decays every parameter alike (one group).
     """
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        init = cls.__init__
-
-        @functools.wraps(init)
-        def __init__(
-            self, *args, init_from: str | None = None, compile: bool = False, activation_checkpointing: bool = False,
-            decay_norms_and_biases: bool = False, **kwargs,
-        ):
-            init(self, *args, **kwargs)
-            if type(self) is cls:  # the outermost class applies them once, after the net exists
-                self.decay_norms_and_biases = decay_norms_and_biases
-                mark_no_decay(self)
-                if init_from is not None:
-                    load_matching_weights(self.net, init_from)
-                self.apply_net_options(compile=compile, activation_checkpointing=activation_checkpointing)
-
-        cls.__init__ = __init__
 
     def __init__(
         self,
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., object] | None = None,
+        init_from: str | None = None,
+        decay_norms_and_biases: bool = False,
     ):
         super().__init__()
         # The plain arguments travel in checkpoints; the net and the optimizer factories are
@@ -62,16 +43,9 @@ class Task(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-
-    def apply_net_options(self, compile: bool = False, activation_checkpointing: bool = False) -> None:
-        if activation_checkpointing:
-            blocks = repeated_blocks(self.net)
-            if not blocks:
-                raise ValueError(f"{type(self.net).__name__} has no repeated blocks to checkpoint")
-            for block in blocks:
-                checkpoint_forward(block)
-        if compile:
-            self.net.compile()  # in place: parameter names (and checkpoints) stay as they are
+        self.decay_norms_and_biases = decay_norms_and_biases
+        if init_from is not None:
+            load_matching_weights(self.net, init_from)
 
     def forward(self, *args, **kwargs):
         return self.net(*args, **kwargs)
@@ -85,7 +59,7 @@ class Task(L.LightningModule):
 
     def parameter_groups(self, module: nn.Module) -> list:
         """The optimizer's parameter groups for `module`'s parameters (see the class docstring)."""
-        return decay_groups(module, decay_norms_and_biases=getattr(self, "decay_norms_and_biases", False))
+        return decay_groups(module, decay_norms_and_biases=self.decay_norms_and_biases)
 
     def log_train(self, name: str, value: torch.Tensor, prog_bar: bool = True) -> None:
         """Log a training value only on the steps the loggers write, sparing every other step
@@ -118,7 +92,8 @@ NO_DECAY = "_dtrain_no_decay"
 def mark_no_decay(module: nn.Module) -> None:
     """Note on each parameter whether it is a bias or normalisation weight (fewer than 2
     dimensions) while its shape is whole: FSDP and ZeRO-3 later keep the same parameter objects
-    but as flat 1-d shards, which would all look like biases."""
+    but as flat 1-d shards, which would all look like biases. Called before any sharding, by
+    dtrain.parallel.parallelize; an unmarked parameter is judged by its shape."""
     for p in module.parameters():
         setattr(p, NO_DECAY, p.dim() < 2)
 
@@ -171,30 +146,3 @@ def load_matching_weights(net: nn.Module, checkpoint: str) -> list[str]:
         raise ConfigError("model.init_from", f"{checkpoint} holds no weight matching this net's names and shapes")
     net.load_state_dict(matching, strict=False)
     return sorted(set(own) - set(matching))
-
-
-def repeated_blocks(net: nn.Module) -> list[nn.Module]:
-    """The units worth checkpointing: the entries of the net's nn.ModuleLists (transformer blocks,
-    residual stages) or, in a net without any, the parameterised layers of its nn.Sequentials."""
-    blocks = [block for module in net.modules() if isinstance(module, nn.ModuleList) for block in module]
-    if not blocks:
-        blocks = [
-            layer for module in net.modules() if isinstance(module, nn.Sequential)
-            for layer in module if not isinstance(layer, nn.Sequential) and any(True for _ in layer.parameters())
-        ]
-    return blocks
-
-
-def checkpoint_forward(module: nn.Module) -> None:
-    """Make `module` keep only its inputs for backward and recompute the rest (non-reentrant
-    checkpointing, which works under DDP, FSDP and DeepSpeed alike)."""
-    from torch.utils.checkpoint import checkpoint
-
-    forward = module.forward
-
-    def checkpointed(*args, **kwargs):
-        if torch.is_grad_enabled():
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
-        return forward(*args, **kwargs)
-
-    module.forward = checkpointed

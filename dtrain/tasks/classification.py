@@ -20,8 +20,8 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 
 
 class Classification(Task):
-    def __init__(self, net, optimizer, num_classes: int, scheduler=None, label_smoothing: float = 0.0):
-        super().__init__(net, optimizer, scheduler)
+    def __init__(self, net, optimizer, num_classes: int, scheduler=None, label_smoothing: float = 0.0, **options):
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.label_smoothing = label_smoothing
         self.val_metrics = classification_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(num_classes).clone(prefix="test/")

@@ -44,10 +44,11 @@ class Diffusion(Task):
         inception_weights: str | None = None,
         ema_decay: float | None = 0.995,
         scheduler=None,
+        **options,
     ):
         # plain ints, not Hydra's ListConfig: the saved hyperparameters must load with weights_only
         image_shape = [int(size) for size in image_shape]
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.image_shape = tuple(image_shape)
         self.timesteps, self.sample_steps = timesteps, sample_steps
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples

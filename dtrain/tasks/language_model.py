@@ -12,8 +12,8 @@ class LanguageModel(Task):
     """The net maps tokens (batch, length) to logits (batch, length, vocab). Bits per token are
     logged as `bpc` (bits per character) when the tokens are bytes, else as `bits_per_token`."""
 
-    def __init__(self, net, optimizer, scheduler=None, tokenizer: str = "bytes"):
-        super().__init__(net, optimizer, scheduler)
+    def __init__(self, net, optimizer, scheduler=None, tokenizer: str = "bytes", **options):
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.bits_name = "bpc" if tokenizer == "bytes" else "bits_per_token"
 

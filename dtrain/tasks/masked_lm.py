@@ -15,8 +15,8 @@ class MaskedLanguageModel(Task):
     the vocabulary, runs on the masked positions alone. Validation and test masks depend on the
     batch index alone, so every epoch sees the same ones."""
 
-    def __init__(self, net, optimizer, mask_token: int, vocab_size: int, mask_prob: float = 0.15, scheduler=None):
-        super().__init__(net, optimizer, scheduler)
+    def __init__(self, net, optimizer, mask_token: int, vocab_size: int, mask_prob: float = 0.15, scheduler=None, **options):
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.mask_token, self.mask_prob = mask_token, mask_prob
         for stage in ("val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric())

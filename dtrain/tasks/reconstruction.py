@@ -28,8 +28,9 @@ class Reconstruction(Task):
     def __init__(
         self, net, optimizer, scheduler=None, anomaly_class: int | None = None, beta: float = 1.0, cache_dir: str | None = None,
         num_score_samples: int = 1000, inception_weights: str | None = None,
+        **options,
     ):
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.anomaly_class, self.beta = anomaly_class, beta
         self.cache_dir, self.num_score_samples = cache_dir, num_score_samples
         self.variational = bool(getattr(net, "variational", False))

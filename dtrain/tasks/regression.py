@@ -13,8 +13,8 @@ def regression_metrics() -> MetricCollection:
 class Regression(Task):
     """The net maps inputs to (batch, outputs); targets have the same shape."""
 
-    def __init__(self, net, optimizer, scheduler=None):
-        super().__init__(net, optimizer, scheduler)
+    def __init__(self, net, optimizer, scheduler=None, **options):
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         self.val_metrics = regression_metrics().clone(prefix="val/")
         self.test_metrics = regression_metrics().clone(prefix="test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()

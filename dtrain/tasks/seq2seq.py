@@ -12,8 +12,8 @@ class Seq2Seq(Task):
     """Batches are (source, target) with target[:, 0] the start token; the net is called as
     net(target_prefix, source=source) -> logits (batch, prefix length, vocab_size)."""
 
-    def __init__(self, net, optimizer, vocab_size: int, scheduler=None):
-        super().__init__(net, optimizer, scheduler)
+    def __init__(self, net, optimizer, vocab_size: int, scheduler=None, **options):
+        super().__init__(net, optimizer, scheduler, **options)  # init_from, decay_norms_and_biases
         for stage in ("val", "test"):
             setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_token_acc", MulticlassAccuracy(vocab_size, average="micro"))
