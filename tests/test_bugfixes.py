@@ -134,8 +134,13 @@ def test_weight_decay_spares_biases_and_norm_weights_unless_asked():
     assert decay == {"net.0.weight": 0.1, "net.1.weight": 0.0, "net.1.bias": 0.0, "net.2.weight": 0.1, "net.2.bias": 0.0}
     everything = _decay_by_name(Classification(net, adamw, num_classes=2, decay_norms_and_biases=True))
     assert set(everything.values()) == {0.1}
-    # FSDP and ZeRO-3 flatten the same parameters into 1-d shards before the optimizer is made
+    # FSDP and ZeRO-3 flatten the same parameters into 1-d shards before the optimizer is made,
+    # after dtrain's parallelize step (a callback's set-up) has looked at their whole shapes
+    from dtrain.parallel.dims import ParallelDims
+    from dtrain.parallel.parallelize import ParallelOptions, Parallelize
+
     sharded = Classification(copy.deepcopy(net), adamw, num_classes=2)
+    Parallelize(ParallelDims(world=1), ParallelOptions()).setup(SimpleNamespace(strategy=None), sharded, "fit")
     for p in sharded.parameters():
         p.data = p.data.flatten()
     assert _decay_by_name(sharded) == decay

@@ -155,7 +155,7 @@ def decoder_loop(case: DecoderCase, device: torch.device, compile: bool) -> dict
     torch.manual_seed(0)
     net = build_decoder(case, device)
     if compile:
-        net.compile()  # as dtrain's +model.compile=true does: the net, in place
+        net.compile()  # as dtrain's runtime.compile=true does: the net, in place
     data = RandomTokens(case.steps * case.batch_size, case.block_size, case.vocab_size, torch.Generator().manual_seed(0))
     # Which attention SDPA ran (flash, memory-efficient, cuDNN or the plain math path), by name.
     result = train(net, loader(data, case.batch_size, case.num_workers, device), decoder_loss, case, device, inspect=ATTENTION_KERNELS)

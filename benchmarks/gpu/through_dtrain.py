@@ -37,7 +37,7 @@ def decoder_overrides(case: DecoderCase, device: str, compile: bool) -> list[str
         f"data.train_samples={case.steps * case.batch_size}", f"data.num_workers={case.num_workers}",
         f"model.net.d_model={case.d_model}", f"model.net.n_layers={case.n_layers}", f"model.net.n_heads={case.n_heads}",
         "model.net.dropout=0.0", "+model.net.tie_embeddings=true",
-        f"model.optimizer.lr={case.lr}", f"model.optimizer.weight_decay={case.weight_decay}", f"+model.compile={str(compile).lower()}",
+        f"model.optimizer.lr={case.lr}", f"model.optimizer.weight_decay={case.weight_decay}", f"runtime.compile={str(compile).lower()}",
         *trainer_overrides(device, case.steps, case.window),
     ]
 
@@ -48,7 +48,7 @@ def resnet_overrides(case: ResNetCase, device: str, compile: bool) -> list[str]:
         f"data.image_size={case.image_size}", f"data.num_classes={case.num_classes}", f"data.batch_size={case.batch_size}",
         f"data.train_samples={case.steps * case.batch_size}", f"data.distinct={case.distinct}", f"data.num_workers={case.num_workers}",
         "model.net._target_=benchmarks.gpu.channels_last.ChannelsLastVisionNet", f"model.net.arch={case.arch}",
-        f"model.optimizer.lr={case.lr}", f"model.optimizer.weight_decay={case.weight_decay}", f"+model.compile={str(compile).lower()}",
+        f"model.optimizer.lr={case.lr}", f"model.optimizer.weight_decay={case.weight_decay}", f"runtime.compile={str(compile).lower()}",
         "trainer.benchmark=true",  # cuDNN picks its fastest convolutions, as the hand-written loop lets it
         *trainer_overrides(device, case.steps, case.window),
     ]

@@ -58,8 +58,10 @@ def parallelize(net: nn.Module, dims: ParallelDims, options: ParallelOptions, me
             raise ConfigError("runtime.activation_checkpointing", f"{type(net).__name__} has no repeated blocks to checkpoint; set it to false")
         for block in blocks:
             checkpoint_forward(block)
-    if options.compile:
-        net.compile()  # in place: parameter names (and checkpoints) stay as they are
+    if options.compile:  # in place: parameter names (and checkpoints) stay as they are
+        units = net.pipeline_layers() if dims.pipeline > 1 else [net]  # a pipeline stage runs its layers, not the net
+        for unit in units:
+            unit.compile()
     if mesh is not None:
         from torch.distributed.fsdp import fully_shard
 
