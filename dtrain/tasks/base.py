@@ -23,7 +23,7 @@ class Task(L.LightningModule):
 
     Weight decay applies to the weights of matrix multiplications and convolutions (and
     embeddings) only: biases and normalisation weights (every parameter with fewer than 2
-    dimensions, as marked before sharding flattens them) form a group without decay, as nanoGPT's
+    dimensions, noted while their shapes are whole) form a group without decay, as nanoGPT's
     `configure_optimizers` does.
     `decay_norms_and_biases=true` decays every parameter alike (one group).
     """
@@ -91,9 +91,9 @@ NO_DECAY = "_dtrain_no_decay"
 
 def mark_no_decay(module: nn.Module) -> None:
     """Note on each parameter whether it is a bias or normalisation weight (fewer than 2
-    dimensions) while its shape is whole: FSDP and ZeRO-3 later keep the same parameter objects
-    but as flat 1-d shards, which would all look like biases. Called before any sharding, by
-    dtrain.parallel.parallelize; an unmarked parameter is judged by its shape."""
+    dimensions) while its shape is whole: sharding may later keep the same parameter objects as
+    flat 1-d pieces, which would all look like biases. dtrain.parallel calls it before it splits
+    anything; an unmarked parameter is judged by its shape."""
     for p in module.parameters():
         setattr(p, NO_DECAY, p.dim() < 2)
 
