@@ -1,6 +1,7 @@
 """Failures met while training that have a known cause and fix (out of memory, a full disk, a
-data loader worker that died, a label the net has no class for, a sample that cannot be read),
-turned into dtrain's one-line errors (exit 2) instead of tracebacks."""
+data loader worker that died, a label the net has no class for, a sample that cannot be read,
+another rank that died or hung), turned into dtrain's one-line errors (exit 2) instead of
+tracebacks."""
 
 import errno
 import re
@@ -46,6 +47,12 @@ class DataWorkerDied(ConfigError):
 @contextmanager
 def known_failures(run_dir: Path | None = None) -> Iterator[None]:
     """Within: a failure with a known cause ends in one line (see `as_config_error`)."""
+    if run_dir is not None:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        from dtrain.launch.dead_rank import note_rank
+
+        note_rank(run_dir, rank_zero_only.rank)  # so that a survivor can name this rank if it dies
     try:
         yield
     except ConfigError:
@@ -77,6 +84,12 @@ def as_config_error(error: BaseException, run_dir: Path | None = None) -> Config
     timed_out = re.search(r"Timed out waiting (\d+)ms for \w+ operation", text)  # gloo's words
     if isinstance(error, RuntimeError) and timed_out:
         return _collective_timeout(int(timed_out.group(1)) / 1000, run_dir)
+    if isinstance(error, RuntimeError):
+        from dtrain.launch.dead_rank import peer_died
+
+        died = peer_died(text, run_dir)
+        if died is not None:
+            return died
     if isinstance(error, IndexError) and re.search(r"Target -?\d+ is out of bounds", text):
         return ConfigError("data", f"a label is outside the net's classes ({first}); labels must be 0 to num_classes - 1 "
                                    "(model.num_classes, or the data's shapes.num_classes)")

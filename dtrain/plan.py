@@ -300,7 +300,8 @@ def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
     if kind in ("auto", "single_device") and devices > 1:
         kind = "ddp"
     states = _optimizer_states(cfg)
-    device, host = memory(params, (act or 0.0) * micro + fixed, kind, stage, off_o, off_p, devices, precision, states)
+    held = _pipeline_stage_params(net, strategy) if kind == "Pipeline" else params
+    device, host = memory(held, (act or 0.0) * micro + fixed, kind, stage, off_o, off_p, devices, precision, states)
     if device_memory_gib:
         device_memory = device_memory_gib * GIB
     elif gpu and torch.cuda.is_available():
@@ -313,6 +314,20 @@ def make_plan(cfg: DictConfig, device_memory_gib: float | None = None) -> Plan:
         strategy=name, precision=precision, device_bytes=device, host_bytes=host, device_memory=device_memory,
         recommendation=recommend(params, (act or 0.0) * micro + fixed, devices, device_memory, precision, states),
     )
+
+
+def _pipeline_stage_params(net, strategy) -> int:
+    """Parameters of the largest pipeline stage: a rank holds only its stage's weights, gradients
+    and optimizer state (the stages split as trainer=pipeline splits them). A net without
+    pipeline_layers() counts whole (the run itself refuses it)."""
+    from dtrain.parallel.pipeline import stage_parameter_counts
+
+    holder = net if callable(getattr(net, "pipeline_layers", None)) else next(
+        (child for child in net.children() if callable(getattr(child, "pipeline_layers", None))), None)
+    if holder is None:
+        return sum(p.numel() for p in net.parameters())
+    stages = 2 if isinstance(strategy, str) else int(strategy.get("stages", 2))
+    return max(stage_parameter_counts(holder, stages))
 
 
 def main(argv: list[str]) -> None:

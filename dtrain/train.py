@@ -38,6 +38,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from dtrain.callbacks.dead_peer import ReportDeadPeer
     from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters
     from dtrain.callbacks.process_group import ProcessGroupClosedAtExit
     from dtrain.checkpoints import TRUST_KEY, newest_valid_checkpoint, safe_or_none, trusting
@@ -76,6 +77,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
         callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
         callbacks.append(parallelize)  # tensor parallel, activation checkpointing, compile, FSDP2: at set-up
+        callbacks.append(ReportDeadPeer())  # under torchrun or srun: a dead rank named at once, before the launcher's SIGTERM
         callbacks.append(stop_on_signal())  # SIGTERM, Ctrl-C, Slurm's notice: checkpoint the step, exit (or requeue)
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         callbacks.append(PlainHyperparameters(cfg))  # checkpoints that load weights-only, whatever the module stores

@@ -71,6 +71,24 @@ def test_memory_per_strategy_matches_real_tensors_and_the_zero_paper():
     assert ddp.device_bytes["activations"] == pytest.approx(one.device_bytes["activations"] / 2, rel=0.01)
 
 
+def test_pipeline_holds_one_stage_per_rank():
+    """trainer=pipeline: a rank's weights, gradients and optimizer state are its stage's, the
+    largest of 2 about equal halves of the net's layers (not a whole copy)."""
+    from hydra.utils import instantiate
+
+    from dtrain.parallel.pipeline import split_layers
+
+    deep = ("model.net.n_layers=8",)
+    one, pipe = plan("trainer=cpu", *deep), plan("trainer=pipeline", *deep)
+    cfg = compose(["model=transformer", *deep])
+    cfg.shapes = {"vocab_size": 256, "block_size": cfg.data.block_size}
+    stages = [sum(p.numel() for layer in group for p in layer.parameters()) for group in split_layers(instantiate(cfg.model.net), 2)]
+    assert sum(stages) == one.params == pipe.params
+    assert pipe.device_bytes["weights"] == max(stages) * 4 and pipe.device_bytes["gradients"] == max(stages) * 4
+    assert model_states(pipe) == pytest.approx(model_states(one) * max(stages) / one.params)
+    assert model_states(pipe) <= 0.6 * model_states(one)
+
+
 def test_precision_changes_the_estimate():
     full, half, mixed = plan("trainer=cpu"), plan("trainer=cpu", "trainer.precision=bf16-true"), plan("trainer=cpu", "trainer.precision=bf16-mixed")
     assert half.device_bytes["weights"] == full.device_bytes["weights"] / 2

@@ -46,14 +46,15 @@ class KillAtStep(Callback):
 
 class FinalWeights(Callback):
     """At the end of fit rank 0 writes <run>/final_weights.pt: every parameter whole (gathered
-    from FSDP, ZeRO-3 and tensor-parallel shards, pipeline stages brought up to date)."""
+    from FSDP, ZeRO-3 and tensor-parallel shards, from every pipeline stage)."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         strategy = trainer.strategy
-        if hasattr(strategy, "sync_stages"):
-            strategy.sync_stages()
-        with _whole_parameters(strategy, pl_module):
-            weights = {name: _whole(p) for name, p in pl_module.named_parameters()}
+        if hasattr(strategy, "stage_index"):  # pipeline stages: the whole state dict (every stage's), gathered on rank 0
+            weights = {name: _whole(t) for name, t in strategy.lightning_module_state_dict().items()}
+        else:
+            with _whole_parameters(strategy, pl_module):
+                weights = {name: _whole(p) for name, p in pl_module.named_parameters()}
         if trainer.is_global_zero:
             torch.save(weights, Path(trainer.default_root_dir) / "final_weights.pt")
 

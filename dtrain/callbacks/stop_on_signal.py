@@ -78,9 +78,13 @@ class StopOnSignal(Callback):
         self._restore()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._restore()
+        # SIGTERM stays a flag until Lightning's teardown puts back the handlers from before fit:
+        # a launcher that ends the survivors of a dead rank (torchrun) would otherwise kill this
+        # one silently while the failure is on its way to its one-line report.
+        self._restore(keep=(signal.SIGTERM,))
 
-    def _restore(self) -> None:
+    def _restore(self, keep: tuple[signal.Signals, ...] = ()) -> None:
         for signum, handler in self._replaced.items():
-            signal.signal(signum, handler)
+            if signum not in keep:
+                signal.signal(signum, handler)
         self._replaced.clear()

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dtrain.config.errors import ConfigError
-from dtrain.launch.dead_rank import first_dead, how_it_ended, rank_died
+from dtrain.launch.dead_rank import RankDied, first_dead, how_it_ended, rank_died
 from dtrain.launch.threads import SHARE_TAKEN
 
 _DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
@@ -128,7 +128,7 @@ def _start_ranks(trainer: DictConfig, processes: int, run_dir: Path) -> Iterator
             stop.set()
             time.sleep(0.5)  # the dead rank's exit status, if that is what this was
             dead = first_dead(procs)
-            if dead is not None and not isinstance(error, (ConfigError, StoppedBySignal)):
+            if dead is not None and (isinstance(error, RankDied) or not isinstance(error, (ConfigError, StoppedBySignal))):  # its exit status says more
                 rank, proc = dead
                 raise rank_died(rank, proc.pid, how_it_ended(proc.returncode), run_dir) from None
             raise

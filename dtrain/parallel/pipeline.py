@@ -1,28 +1,44 @@
 """Pipeline parallelism: the net split into consecutive stages, one per rank, micro-batches
 flowing through them on a GPipe or 1F1B schedule (torch.distributed.pipelining).
 
-Lightning has no pipeline strategy, so this is dtrain's. The schedule runs forward, loss and
-backward of all micro-batches itself, so the strategy owns the training step. It assumes
-nothing of the task and only one thing of the net: `pipeline_layers()`, its ordered layers
-(dtrain.nets.transformer has it). The task's own `training_step` supplies everything else:
+Lightning has no pipeline strategy, so this is dtrain's. It assumes nothing of the task and only
+one thing of the net: `pipeline_layers()`, its ordered layers (dtrain.nets.transformer has it).
+
+Each rank holds only its stage. The net is built whole (by Hydra, before any strategy sees it);
+at set-up every rank replaces the layers of the other stages with empty placeholders, so the
+parameters, buffers, gradients and optimizer state it keeps are its stage's. Parameter names stay
+those of the whole net (`net.blocks.3...`), which is what lets checkpoints cross strategies.
+
+Training: the schedule runs forward, loss and backward of all micro-batches itself, so the
+strategy owns the training step. The task's own `training_step` supplies the rest:
 
 - the first stage's input is whatever the task passes to its net (found by running the task's
-  step up to that call);
+  step up to that call: see `_net_inputs`);
 - the loss of a micro-batch is the task's step run on that micro-batch with the net's output
   put in place of the net.
 
-Each rank trains only its stage's parameters (the others get no gradient, so optimizers skip
-them; optimizer state exists only for the rank's stage). Every rank keeps the whole net, which
-is brought up to date from the stages' owners whenever it is used whole: validation, test,
-prediction, checkpoints and the end of training. Pipelines can be replicated: with
-world = data_parallel x stages, replicas all-reduce their stage's gradients.
+Validation, test and prediction run the task's own steps, logging and metrics included, on every
+rank, with the net replaced by the stages in turn: the first stage runs the input through its
+layers and sends the activation on, the last stage's output is broadcast to the whole pipeline, so
+every rank returns the real output to the task and logs the same values.
+
+Gradient clipping by norm uses the norm over all stages (each stage's sum of squares all-reduced
+over the pipeline), equal to one process's. Checkpoints are whole: global rank 0 gathers every
+stage's weights and optimizer state and writes the file a single process writes (`net....` keys,
+one optimizer state indexed as the whole net's); loading keeps each stage's entries. So a
+checkpoint moves between this strategy and a one-process run in both directions.
+
+Pipelines can be replicated: with world = data_parallel x stages, replicas all-reduce their
+stage's gradients.
 """
 
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
@@ -32,7 +48,10 @@ from dtrain.config.errors import ConfigError
 SCHEDULES = ("gpipe", "1f1b")
 
 
-class _Captured(Exception):
+class _Captured(BaseException):
+    """Carries the net's input out of the task's step. A BaseException, so that a task's own
+    `except Exception` around its net call cannot swallow it."""
+
     def __init__(self, args, kwargs):
         self.args, self.kwargs = args, kwargs
 
@@ -53,6 +72,32 @@ class _GivenOutput(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.output
+
+
+class _StagesInTurn(nn.Module):
+    """Stands in for the net in validation, test and prediction: the input through every stage
+    of the pipeline, the output on every rank."""
+
+    def __init__(self, strategy: "Pipeline"):
+        super().__init__()
+        self.strategy = strategy  # a plain attribute: not a module of the task
+
+    def forward(self, *args, **kwargs):
+        return self.strategy.forward_through_stages(*args, **kwargs)
+
+
+class ElsewhereLayer(nn.Module):
+    """Where a layer of another pipeline stage was: no tensors, and a clear error if run."""
+
+    def __init__(self, stage: int):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"this layer is held by pipeline stage {self.stage}, not by this rank")
+
+    def extra_repr(self) -> str:
+        return f"stage={self.stage}"
 
 
 def split_points(costs: list[int], stages: int) -> list[int]:
@@ -80,6 +125,20 @@ def split_points(costs: list[int], stages: int) -> list[int]:
     return bounds[::-1]
 
 
+def split_layers(net: nn.Module, stages: int) -> list[list[nn.Module]]:
+    """The net's pipeline_layers() in `stages` consecutive groups of about equal parameter count."""
+    layers = list(net.pipeline_layers())
+    if len(layers) < stages:
+        raise ConfigError("trainer.strategy.stages", f"the net has {len(layers)} layers, fewer than {stages} stages; use at most {len(layers)}")
+    bounds = split_points([sum(p.numel() for p in layer.parameters()) + 1 for layer in layers], stages)
+    return [layers[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def stage_parameter_counts(net: nn.Module, stages: int) -> list[int]:
+    """Parameters each stage holds (what dtrain.plan counts per rank)."""
+    return [sum(p.numel() for layer in group for p in layer.parameters()) for group in split_layers(net, stages)]
+
+
 class Pipeline(DDPStrategy):
     """`stages` ranks (consecutive global ranks) each run one stage of the net; the batch each
     of them loads is the same and is cut into `microbatches` micro-batches.
@@ -96,12 +155,19 @@ class Pipeline(DDPStrategy):
             raise ConfigError("trainer.strategy.stages", "stages and microbatches must be positive integers")
         self.stages, self.microbatches, self.schedule_name = stages, microbatches, schedule.lower()
         self._schedule = None
-        self._stage_modules: list[list[nn.Module]] = []
+        self._layers: list[nn.Module] = []  # this rank's stage; the others' are gone
+        self._slot: str | None = None  # the task's attribute holding the net
         self._pp_group = self._dp_group = None
         self._new_grads: list[torch.Tensor | None] = []
+        # Names only (no tensors) of the whole net, to write and read whole checkpoints:
+        self._stage_keys: list[set[str]] = []  # state-dict keys of each stage's layers
+        self._full_keys: list[str] = []  # the whole module's state-dict keys, in order
+        self._full_params: list[str] = []  # the whole module's parameter names, in order
+        self._layouts: list[list[list[str]]] = []  # per optimizer, per group: its parameters' names
 
     @property
     def parallel_dims(self):
+        """world = replicas x stages (dtrain.parallel.dims)."""
         from dtrain.parallel.dims import pipelines
 
         return pipelines(self.stages, self.world_size)
@@ -120,22 +186,32 @@ class Pipeline(DDPStrategy):
     def setup(self, trainer) -> None:
         if self.world_size % self.stages:
             raise ConfigError("trainer.strategy.stages", f"{self.stages} stages do not divide the {self.world_size} processes; use a divisor of {self.world_size}")
-        if trainer.gradient_clip_val:
-            raise ConfigError("trainer.gradient_clip_val", "gradient clipping is not supported with trainer=pipeline (each rank sees only its stage's gradients); set it to null")
         self.accelerator.setup(trainer)
-        self.precision_plugin.convert_module(self.model)
-        self.model_to_device()
+        fitting = trainer.state.fn == TrainerFn.FITTING
         if self._pp_group is None:
             self._make_groups()
-            self._stage_modules = self._split(self.lightning_module)
-        if trainer.state.fn == TrainerFn.FITTING:
+            if fitting:
+                # Built over the whole net, so that its parameter groups are a single process's;
+                # the other stages' parameters leave it with their layers.
+                self.setup_optimizers(trainer)
+                self._layouts = [self._names_by_group(optimizer) for optimizer in self.optimizers]
+            self._keep_own_stage(self.lightning_module)
+        elif fitting:  # fitting after a validate/test on the same Trainer: the net is split already
             self.setup_optimizers(trainer)
+            self._layouts = self._gathered_layouts()
+        self.precision_plugin.convert_module(self.model)
+        self.model_to_device()
         self.setup_precision_plugin()
-        if trainer.state.fn == TrainerFn.FITTING:
+        if fitting:
             from lightning.fabric.utilities.optimizer import _optimizers_to_device
 
             _optimizers_to_device(self.optimizers, self.root_device)
-        self.sync_stages()
+
+    def setup_precision_plugin(self) -> None:
+        super().setup_precision_plugin()
+        # Lightning clips through the precision plugin (after unscaling, for 16-bit mixed
+        # precision); by norm, the norm must be the whole net's, not this stage's.
+        self.precision_plugin.clip_grad_by_norm = self._clip_grad_by_norm
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
         return model  # no DDP wrapper: the schedule does forward and backward, gradients are reduced here
@@ -153,21 +229,64 @@ class Pipeline(DDPStrategy):
             raise ConfigError("trainer", f"trainer=pipeline needs a task holding one net with a pipeline_layers() method (found {len(names)}); use another strategy for this model")
         return names[0]
 
-    def _split(self, module: nn.Module) -> list[list[nn.Module]]:
-        layers = list(getattr(module, self._net_slot(module)).pipeline_layers())
-        if len(layers) < self.stages:
-            raise ConfigError("trainer.strategy.stages", f"the net has {len(layers)} layers, fewer than {self.stages} stages; use at most {len(layers)}")
-        bounds = split_points([sum(p.numel() for p in layer.parameters()) + 1 for layer in layers], self.stages)
-        return [layers[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    def _keep_own_stage(self, module: nn.Module) -> None:
+        """Replace every layer of the other stages with an ElsewhereLayer (at every path it is
+        registered under), after noting the names a whole checkpoint needs. Whatever the module
+        holds outside the net's layers stays on every rank."""
+        self._slot = self._net_slot(module)
+        stages = split_layers(getattr(module, self._slot), self.stages)
+        paths: dict[int, list[str]] = {}
+        for name, child in module.named_modules(remove_duplicate=False):
+            paths.setdefault(id(child), []).append(name)
+        owner: dict[int, int] = {}
+        for index, layers in enumerate(stages):
+            for p in chain.from_iterable(layer.parameters() for layer in layers):
+                if owner.setdefault(id(p), index) != index:
+                    raise ConfigError("trainer", "trainer=pipeline cannot split a net whose stages share a parameter (tied embeddings?); untie it or use another strategy")
+        self._full_keys = list(module.state_dict().keys())
+        self._full_params = [name for name, _ in module.named_parameters()]
+        self._stage_keys = [{f"{paths[id(layer)][0]}.{key}" for layer in layers for key in layer.state_dict()} for layers in stages]
+        for index, layers in enumerate(stages):
+            if index == self.stage_index:
+                continue
+            for layer in layers:
+                for path in paths[id(layer)]:
+                    parent, _, child = path.rpartition(".")
+                    module.get_submodule(parent)._modules[child] = ElsewhereLayer(index)
+        self._layers = stages[self.stage_index]
+        kept = {id(p) for p in module.parameters()}
+        for optimizer in self.optimizers:  # every group stays (empty or not): its index is the whole net's
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) in kept]
+            for p in [p for p in optimizer.state if id(p) not in kept]:
+                del optimizer.state[p]
+
+    def _param_names(self) -> dict[int, str]:
+        return {id(p): name for name, p in self.lightning_module.named_parameters()}
+
+    def _names_by_group(self, optimizer) -> list[list[str]]:
+        names = self._param_names()
+        return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+    def _gathered_layouts(self) -> list[list[list[str]]]:
+        """The whole net's optimizer layout from the stages' optimizers (group by group, in the
+        whole net's parameter order); only possible when every stage has the same groups."""
+        parts = [None] * self.stages
+        dist.all_gather_object(parts, [self._names_by_group(o) for o in self.optimizers], group=self._pp_group)
+        order = {name: i for i, name in enumerate(self._full_params)}
+        layouts = []
+        for per_stage in zip(*parts):
+            if len({len(groups) for groups in per_stage}) != 1:
+                raise ConfigError("trainer", "the pipeline stages' optimizers have different parameter groups; fit before validating or testing with this Trainer")
+            layouts.append([sorted(chain(*groups), key=order.__getitem__) for groups in zip(*per_stage)])
+        return layouts
 
     def _build_schedule(self, example_batch_size: int) -> None:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         if example_batch_size % self.microbatches:
             raise ConfigError("trainer.strategy.microbatches", f"the per-replica batch {example_batch_size} does not split into {self.microbatches} micro-batches; use a divisor of it")
-        stage = PipelineStage(
-            nn.Sequential(*self._stage_modules[self.stage_index]), self.stage_index, self.stages, self.root_device, group=self._pp_group
-        )
+        stage = PipelineStage(nn.Sequential(*self._layers), self.stage_index, self.stages, self.root_device, group=self._pp_group)
         kind = ScheduleGPipe if self.schedule_name == "gpipe" else Schedule1F1B
         # Losses come back averaged per micro-batch; the loss function divides by their number
         # (and by gradient accumulation) itself, so gradients already accumulated stay as they are.
@@ -191,7 +310,8 @@ class Pipeline(DDPStrategy):
         with self.precision_plugin.train_step_context():
             inputs = self._net_inputs(batch, batch_idx) if first else ()
             target = torch.arange(batch_size, device=self.root_device) if last else None
-            self._schedule.step(*inputs, target=target, losses=losses)
+            self._schedule.step(*inputs, target=target, losses=losses, return_outputs=False)
+        self._current = None
         self._new_grads = [p.grad for p in params]
         for p, grad in zip(params, earlier):
             p.grad = grad
@@ -213,16 +333,18 @@ class Pipeline(DDPStrategy):
         return closure_loss
 
     def _stage_params(self) -> list[nn.Parameter]:
-        return [p for layer in self._stage_modules[self.stage_index] for p in layer.parameters()]
+        return [p for layer in self._layers for p in layer.parameters()]
 
     def _net_inputs(self, batch, batch_idx) -> tuple:
+        """What the task passes to its net for this batch: its training_step run up to that call.
+
+        The schedule needs the first stage's input before it runs, and the first stage never has
+        the net's output that the rest of the step would need; so the step stops at the call."""
         try:
-            with self._task_calls(_CaptureInput()):
+            with self._net_replaced_by(_CaptureInput()), self._logging_off():
                 self.lightning_module.training_step(batch, batch_idx)
         except _Captured as captured:
-            if captured.kwargs or len(captured.args) != 1:
-                extra = sorted(captured.kwargs) or f"{len(captured.args)} positional inputs"
-                raise ConfigError("trainer", f"trainer=pipeline feeds a net one input; this task passes {extra}; use another strategy for this model") from None
+            _check_one_input(captured.args, captured.kwargs)
             return captured.args
         raise RuntimeError("the task's training_step never called its net")
 
@@ -234,7 +356,7 @@ class Pipeline(DDPStrategy):
         """
         step = self._current
         micro = _index_batch(step["batch"], indices)
-        with self._task_calls(_GivenOutput(output)):
+        with self._net_replaced_by(_GivenOutput(output)), self._logging_off():
             result = self.lightning_module.training_step(micro, step["batch_idx"])
         loss = result["loss"] if isinstance(result, dict) else result
         return loss / self._loss_divisor()
@@ -243,18 +365,25 @@ class Pipeline(DDPStrategy):
         return self.microbatches * self.lightning_module.trainer.accumulate_grad_batches
 
     @contextmanager
-    def _task_calls(self, stand_in: nn.Module):
-        """Within: the task's net is `stand_in` and its logging is off (the strategy logs the loss
-        of the whole batch; per-micro-batch values would be partial)."""
+    def _net_replaced_by(self, stand_in: nn.Module):
+        """Within: the task's net is `stand_in`."""
         module = self.lightning_module
-        slot = self._net_slot(module)
-        net = getattr(module, slot)
+        slot = self._slot or self._net_slot(module)
+        net = module._modules[slot]
         module._modules[slot] = stand_in
-        module.log = lambda *a, **k: None
         try:
             yield
         finally:
             module._modules[slot] = net
+
+    @contextmanager
+    def _logging_off(self):
+        """The strategy logs the loss of the whole batch; per-micro-batch values would be partial."""
+        module = self.lightning_module
+        module.log = lambda *a, **k: None
+        try:
+            yield
+        finally:
             del module.log
 
     def _reduce_over_replicas(self, grads: list[torch.Tensor | None]) -> None:
@@ -264,49 +393,175 @@ class Pipeline(DDPStrategy):
                 dist.all_reduce(grad, group=self._dp_group)
                 grad /= replicas
 
-    # -- the whole net, where it is used whole ------------------------------------------------
     @torch.no_grad()
-    def sync_stages(self) -> None:
-        """Every rank's copy of every stage := the stage owner's (within each pipeline)."""
-        if self._pp_group is None:
-            return
-        for index, layers in enumerate(self._stage_modules):
-            for layer in layers:
-                for tensor in [*layer.parameters(), *layer.buffers()]:
-                    dist.broadcast(tensor.data, src=self._pp_ranks[index], group=self._pp_group)
+    def _clip_grad_by_norm(self, optimizer, clip_val: float, norm_type: float = 2.0) -> None:
+        """clip_grad_norm_ with the norm of the whole net: each stage's p-th power of its norm
+        summed over the pipeline (replicas hold equal, already reduced gradients)."""
+        params = [p for p in self.precision_plugin.main_params(optimizer) if p.grad is not None]
+        grads = [p.grad for p in params]
+        local = torch.nn.utils.get_total_norm(grads, norm_type) if grads else torch.zeros((), device=self.root_device)
+        local = local.to(self.root_device, torch.promote_types(local.dtype, torch.float32))  # no 16-bit sums
+        if norm_type == float("inf"):
+            dist.all_reduce(local, op=dist.ReduceOp.MAX, group=self._pp_group)
+            total = local
+        else:
+            power = local**norm_type
+            dist.all_reduce(power, group=self._pp_group)
+            total = power ** (1.0 / norm_type)
+        if params:
+            torch.nn.utils.clip_grads_with_norm_(params, clip_val, total)
 
-    def on_validation_start(self) -> None:
-        self.sync_stages()
+    # -- evaluation: the task's own steps, the stages in turn as its net ---------------------
+    def validation_step(self, *args, **kwargs):
+        with self.precision_plugin.val_step_context(), self._net_replaced_by(_StagesInTurn(self)):
+            return self.lightning_module.validation_step(*args, **kwargs)
 
-    def on_test_start(self) -> None:
-        self.sync_stages()
+    def test_step(self, *args, **kwargs):
+        with self.precision_plugin.test_step_context(), self._net_replaced_by(_StagesInTurn(self)):
+            return self.lightning_module.test_step(*args, **kwargs)
 
-    def on_predict_start(self) -> None:
-        self.sync_stages()
+    def predict_step(self, *args, **kwargs):
+        with self.precision_plugin.predict_step_context(), self._net_replaced_by(_StagesInTurn(self)):
+            return self.lightning_module.predict_step(*args, **kwargs)
 
-    def on_train_end(self) -> None:
-        self.sync_stages()
+    def forward_through_stages(self, *args, **kwargs) -> torch.Tensor:
+        """The net's output for its input, on every rank of the pipeline: the first stage runs its
+        layers and sends the activation on, each stage in turn, and the last broadcasts the output
+        (every rank's task then computes the same metrics). Called on every rank with the same
+        input; the first stage's is the one used."""
+        _check_one_input(args, kwargs)
+        index = self.stage_index
+        x = args[0] if index == 0 else self._receive(self._pp_ranks[index - 1])
+        for layer in self._layers:
+            x = layer(x)
+        if index < self.stages - 1:
+            self._send(x, self._pp_ranks[index + 1])
+            x = None
+        return self._broadcast_from(x, self._pp_ranks[-1])
+
+    def _send(self, tensor: torch.Tensor, dst: int) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            raise ConfigError("trainer", f"trainer=pipeline passes tensors between stages; a layer returned {type(tensor).__name__}")
+        dist.send(self._header(tensor), dst=dst, group=self._pp_group)
+        dist.send(tensor.contiguous(), dst=dst, group=self._pp_group)
+
+    def _receive(self, src: int) -> torch.Tensor:
+        header = torch.empty(_HEADER, dtype=torch.int64, device=self.root_device)
+        dist.recv(header, src=src, group=self._pp_group)
+        tensor = self._empty_like(header)
+        dist.recv(tensor, src=src, group=self._pp_group)
+        return tensor
+
+    def _broadcast_from(self, tensor: torch.Tensor | None, src: int) -> torch.Tensor:
+        header = self._header(tensor) if tensor is not None else torch.empty(_HEADER, dtype=torch.int64, device=self.root_device)
+        dist.broadcast(header, src=src, group=self._pp_group)
+        if tensor is None:
+            tensor = self._empty_like(header)
+        dist.broadcast(tensor, src=src, group=self._pp_group)
+        return tensor
+
+    def _header(self, tensor: torch.Tensor) -> torch.Tensor:
+        """dtype and shape of a tensor about to be sent, as one fixed-size tensor."""
+        if tensor.dim() > _HEADER - 2:
+            raise ConfigError("trainer", f"trainer=pipeline passes tensors of at most {_HEADER - 2} dimensions between stages, not {tensor.dim()}")
+        values = [_DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape]
+        return torch.tensor(values + [0] * (_HEADER - len(values)), dtype=torch.int64, device=self.root_device)
+
+    def _empty_like(self, header: torch.Tensor) -> torch.Tensor:
+        dtype, ndim, *shape = header.tolist()
+        return torch.empty(shape[:ndim], dtype=_DTYPES[dtype], device=self.root_device)
+
+    # -- checkpoints: whole files, written by global rank 0 --------------------------------------
+    def _gather_to_first(self, part: Any) -> list | None:
+        """Every stage's `part` on the first rank of the first pipeline (global rank 0, which
+        writes checkpoints), as a list by stage; None on every other rank. Tensors travel on the
+        CPU: a transient whole copy, on one rank, while a checkpoint is saved."""
+        if self.global_rank >= self.stages:  # another replica: rank 0 has the same from its own
+            return None
+        part = apply_to_collection(part, torch.Tensor, lambda t: t.detach().cpu())
+        parts = [None] * self.stages if self.global_rank == 0 else None
+        dist.gather_object(part, parts, dst=self._pp_ranks[0], group=self._pp_group)
+        return parts
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        self.sync_stages()
-        return super().lightning_module_state_dict()
+        """The whole module's state dict on global rank 0 (this stage's on the other ranks)."""
+        state = self.lightning_module.state_dict()
+        if not self._stage_keys:
+            return state
+        mine = self._stage_keys[self.stage_index]
+        own_stage = {key: value for key, value in state.items() if key in mine}
+        parts = self._gather_to_first(state if self.global_rank == 0 else own_stage)
+        if parts is None:
+            return state
+        merged = {key: value for part in parts for key, value in part.items()}
+        return {key: merged[key] for key in self._full_keys if key in merged}
+
+    def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
+        """A whole checkpoint into this stage: the other stages' entries are left out."""
+        others = set().union(*(keys for index, keys in enumerate(self._stage_keys) if index != self.stage_index)) if self._stage_keys else set()
+        state = {key: value for key, value in checkpoint["state_dict"].items() if key not in others}
+        self.lightning_module.load_state_dict(state, strict=strict)
 
     def optimizer_state(self, optimizer) -> dict[str, Any]:
-        """One optimizer state for the whole net: each stage's entries come from its owner."""
-        state = super().optimizer_state(optimizer)
-        if self._pp_group is None or self.stages == 1:
+        """One optimizer state for the whole net on global rank 0, as a single process's optimizer
+        over the whole net would save it: states and groups indexed in the whole net's order."""
+        state = optimizer.state_dict()
+        if not self._layouts:
             return state
-        gathered = [None] * self.stages
-        dist.all_gather_object(gathered, state["state"], group=self._pp_group)
-        merged = {}
-        for part in gathered:
-            merged.update(part)
-        return {**state, "state": merged}
+        layout = self._layouts[self.optimizers.index(optimizer)]
+        names = self._param_names()
+        stage_names = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+        by_name = {stage_names[index]: value for index, value in state["state"].items()}
+        parts = self._gather_to_first(by_name)
+        if parts is None:
+            return state
+        merged = {name: value for part in parts for name, value in part.items()}
+        whole, groups, start = {}, [], 0
+        for group, group_names in zip(state["param_groups"], layout):
+            indices = list(range(start, start + len(group_names)))
+            whole.update({i: merged[name] for i, name in zip(indices, group_names) if name in merged})
+            groups.append({**group, "params": indices})
+            start += len(group_names)
+        return {**state, "state": whole, "param_groups": groups}
+
+    def load_optimizer_state_dict(self, checkpoint) -> None:
+        """Whole optimizer states (this strategy's or a single process's) into the stage's."""
+        if self._layouts:
+            checkpoint = {**checkpoint, "optimizer_states": [
+                self._stage_optimizer_state(optimizer, layout, whole)
+                for optimizer, layout, whole in zip(self.optimizers, self._layouts, checkpoint["optimizer_states"])
+            ]}
+        super().load_optimizer_state_dict(checkpoint)
+
+    def _stage_optimizer_state(self, optimizer, layout: list[list[str]], whole: dict) -> dict:
+        if [len(group["params"]) for group in whole["param_groups"]] != [len(names) for names in layout]:
+            raise ConfigError("resume", "the checkpoint's optimizer has other parameter groups than this run's (another model or optimizer?)")
+        index_of = {name: i for i, name in enumerate(chain(*layout))}
+        names = self._param_names()
+        state, groups, position = {}, [], 0
+        for group, whole_group in zip(optimizer.param_groups, whole["param_groups"]):
+            ids = []
+            for p in group["params"]:
+                i = index_of[names[id(p)]]
+                if i in whole["state"]:
+                    state[position] = whole["state"][i]
+                ids.append(position)
+                position += 1
+            groups.append({**whole_group, "params": ids})
+        return {"state": state, "param_groups": groups}
+
+
+_HEADER = 10  # dtype, number of dimensions, up to 8 sizes
+_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+
+
+def _check_one_input(args: tuple, kwargs: dict) -> None:
+    if kwargs or len(args) != 1:
+        extra = sorted(kwargs) or f"{len(args)} positional inputs"
+        raise ConfigError("trainer", f"trainer=pipeline feeds a net one input; this task passes {extra}; use another strategy for this model")
 
 
 def _batch_size(batch) -> int:
-    from lightning.fabric.utilities.apply_func import apply_to_collection
-
     sizes = []
     apply_to_collection(batch, torch.Tensor, lambda t: sizes.append(t.shape[0]))
     if not sizes:
@@ -315,6 +570,4 @@ def _batch_size(batch) -> int:
 
 
 def _index_batch(batch, indices: torch.Tensor):
-    from lightning.fabric.utilities.apply_func import apply_to_collection
-
     return apply_to_collection(batch, torch.Tensor, lambda t: t[indices.to(t.device)])
