@@ -320,7 +320,7 @@ def _pipeline_stage_params(net, strategy) -> int:
     """Parameters of the largest pipeline stage: a rank holds only its stage's weights, gradients
     and optimizer state (the stages split as trainer=pipeline splits them). A net without
     pipeline_layers() counts whole (the run itself refuses it)."""
-    from dtrain.parallel.pipeline import stage_parameter_counts
+    from dtrain.parallel.pipeline_stages import stage_parameter_counts
 
     holder = net if callable(getattr(net, "pipeline_layers", None)) else next(
         (child for child in net.children() if callable(getattr(child, "pipeline_layers", None))), None)

@@ -76,7 +76,7 @@ def test_pipeline_holds_one_stage_per_rank():
     largest of 2 about equal halves of the net's layers (not a whole copy)."""
     from hydra.utils import instantiate
 
-    from dtrain.parallel.pipeline import split_layers
+    from dtrain.parallel.pipeline_stages import split_layers
 
     deep = ("model.net.n_layers=8",)
     one, pipe = plan("trainer=cpu", *deep), plan("trainer=pipeline", *deep)

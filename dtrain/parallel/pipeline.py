@@ -23,10 +23,9 @@ layers and sends the activation on, the last stage's output is broadcast to the 
 every rank returns the real output to the task and logs the same values.
 
 Gradient clipping by norm uses the norm over all stages (each stage's sum of squares all-reduced
-over the pipeline), equal to one process's. Checkpoints are whole: global rank 0 gathers every
-stage's weights and optimizer state and writes the file a single process writes (`net....` keys,
-one optimizer state indexed as the whole net's); loading keeps each stage's entries. So a
-checkpoint moves between this strategy and a one-process run in both directions.
+over the pipeline), equal to one process's. Checkpoints are whole files, a one-process run's
+(dtrain.parallel.pipeline_checkpoint). How the layers are cut: dtrain.parallel.pipeline_stages;
+activations outside a schedule: dtrain.parallel.stage_transfer.
 
 Pipelines can be replicated: with world = data_parallel x stages, replicas all-reduce their
 stage's gradients.
@@ -34,7 +33,6 @@ stage's gradients.
 
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -44,6 +42,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from dtrain.config.errors import ConfigError
+from dtrain.parallel.pipeline_checkpoint import WholeCheckpoints
+from dtrain.parallel.pipeline_stages import ElsewhereLayer, split_layers
+from dtrain.parallel.stage_transfer import broadcast_from, receive, send
 
 SCHEDULES = ("gpipe", "1f1b")
 
@@ -86,60 +87,7 @@ class _StagesInTurn(nn.Module):
         return self.strategy.forward_through_stages(*args, **kwargs)
 
 
-class ElsewhereLayer(nn.Module):
-    """Where a layer of another pipeline stage was: no tensors, and a clear error if run."""
-
-    def __init__(self, stage: int):
-        super().__init__()
-        self.stage = stage
-
-    def forward(self, *args, **kwargs):
-        raise RuntimeError(f"this layer is held by pipeline stage {self.stage}, not by this rank")
-
-    def extra_repr(self) -> str:
-        return f"stage={self.stage}"
-
-
-def split_points(costs: list[int], stages: int) -> list[int]:
-    """Boundaries [0, ..., len(costs)] of `stages` consecutive, non-empty groups whose largest
-    total cost is as small as possible (costs are parameter counts)."""
-    n = len(costs)
-    prefix = [0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
-    # best[s][i]: smallest max-stage cost splitting the first i layers into s stages
-    inf = float("inf")
-    best = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for s in range(1, stages + 1):
-        for i in range(s, n + 1):
-            for j in range(s - 1, i):
-                value = max(best[s - 1][j], prefix[i] - prefix[j])
-                if value < best[s][i]:
-                    best[s][i], cut[s][i] = value, j
-    bounds, i = [n], n
-    for s in range(stages, 0, -1):
-        i = cut[s][i]
-        bounds.append(i)
-    return bounds[::-1]
-
-
-def split_layers(net: nn.Module, stages: int) -> list[list[nn.Module]]:
-    """The net's pipeline_layers() in `stages` consecutive groups of about equal parameter count."""
-    layers = list(net.pipeline_layers())
-    if len(layers) < stages:
-        raise ConfigError("trainer.strategy.stages", f"the net has {len(layers)} layers, fewer than {stages} stages; use at most {len(layers)}")
-    bounds = split_points([sum(p.numel() for p in layer.parameters()) + 1 for layer in layers], stages)
-    return [layers[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def stage_parameter_counts(net: nn.Module, stages: int) -> list[int]:
-    """Parameters each stage holds (what dtrain.plan counts per rank)."""
-    return [sum(p.numel() for layer in group for p in layer.parameters()) for group in split_layers(net, stages)]
-
-
-class Pipeline(DDPStrategy):
+class Pipeline(WholeCheckpoints, DDPStrategy):
     """`stages` ranks (consecutive global ranks) each run one stage of the net; the batch each
     of them loads is the same and is cut into `microbatches` micro-batches.
 
@@ -431,128 +379,13 @@ class Pipeline(DDPStrategy):
         input; the first stage's is the one used."""
         _check_one_input(args, kwargs)
         index = self.stage_index
-        x = args[0] if index == 0 else self._receive(self._pp_ranks[index - 1])
+        x = args[0] if index == 0 else receive(self._pp_ranks[index - 1], self._pp_group, self.root_device)
         for layer in self._layers:
             x = layer(x)
         if index < self.stages - 1:
-            self._send(x, self._pp_ranks[index + 1])
+            send(x, self._pp_ranks[index + 1], self._pp_group)
             x = None
-        return self._broadcast_from(x, self._pp_ranks[-1])
-
-    def _send(self, tensor: torch.Tensor, dst: int) -> None:
-        if not isinstance(tensor, torch.Tensor):
-            raise ConfigError("trainer", f"trainer=pipeline passes tensors between stages; a layer returned {type(tensor).__name__}")
-        dist.send(self._header(tensor), dst=dst, group=self._pp_group)
-        dist.send(tensor.contiguous(), dst=dst, group=self._pp_group)
-
-    def _receive(self, src: int) -> torch.Tensor:
-        header = torch.empty(_HEADER, dtype=torch.int64, device=self.root_device)
-        dist.recv(header, src=src, group=self._pp_group)
-        tensor = self._empty_like(header)
-        dist.recv(tensor, src=src, group=self._pp_group)
-        return tensor
-
-    def _broadcast_from(self, tensor: torch.Tensor | None, src: int) -> torch.Tensor:
-        header = self._header(tensor) if tensor is not None else torch.empty(_HEADER, dtype=torch.int64, device=self.root_device)
-        dist.broadcast(header, src=src, group=self._pp_group)
-        if tensor is None:
-            tensor = self._empty_like(header)
-        dist.broadcast(tensor, src=src, group=self._pp_group)
-        return tensor
-
-    def _header(self, tensor: torch.Tensor) -> torch.Tensor:
-        """dtype and shape of a tensor about to be sent, as one fixed-size tensor."""
-        if tensor.dim() > _HEADER - 2:
-            raise ConfigError("trainer", f"trainer=pipeline passes tensors of at most {_HEADER - 2} dimensions between stages, not {tensor.dim()}")
-        values = [_DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape]
-        return torch.tensor(values + [0] * (_HEADER - len(values)), dtype=torch.int64, device=self.root_device)
-
-    def _empty_like(self, header: torch.Tensor) -> torch.Tensor:
-        dtype, ndim, *shape = header.tolist()
-        return torch.empty(shape[:ndim], dtype=_DTYPES[dtype], device=self.root_device)
-
-    # -- checkpoints: whole files, written by global rank 0 --------------------------------------
-    def _gather_to_first(self, part: Any) -> list | None:
-        """Every stage's `part` on the first rank of the first pipeline (global rank 0, which
-        writes checkpoints), as a list by stage; None on every other rank. Tensors travel on the
-        CPU: a transient whole copy, on one rank, while a checkpoint is saved."""
-        if self.global_rank >= self.stages:  # another replica: rank 0 has the same from its own
-            return None
-        part = apply_to_collection(part, torch.Tensor, lambda t: t.detach().cpu())
-        parts = [None] * self.stages if self.global_rank == 0 else None
-        dist.gather_object(part, parts, dst=self._pp_ranks[0], group=self._pp_group)
-        return parts
-
-    def lightning_module_state_dict(self) -> dict[str, Any]:
-        """The whole module's state dict on global rank 0 (this stage's on the other ranks)."""
-        state = self.lightning_module.state_dict()
-        if not self._stage_keys:
-            return state
-        mine = self._stage_keys[self.stage_index]
-        own_stage = {key: value for key, value in state.items() if key in mine}
-        parts = self._gather_to_first(state if self.global_rank == 0 else own_stage)
-        if parts is None:
-            return state
-        merged = {key: value for part in parts for key, value in part.items()}
-        return {key: merged[key] for key in self._full_keys if key in merged}
-
-    def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
-        """A whole checkpoint into this stage: the other stages' entries are left out."""
-        others = set().union(*(keys for index, keys in enumerate(self._stage_keys) if index != self.stage_index)) if self._stage_keys else set()
-        state = {key: value for key, value in checkpoint["state_dict"].items() if key not in others}
-        self.lightning_module.load_state_dict(state, strict=strict)
-
-    def optimizer_state(self, optimizer) -> dict[str, Any]:
-        """One optimizer state for the whole net on global rank 0, as a single process's optimizer
-        over the whole net would save it: states and groups indexed in the whole net's order."""
-        state = optimizer.state_dict()
-        if not self._layouts:
-            return state
-        layout = self._layouts[self.optimizers.index(optimizer)]
-        names = self._param_names()
-        stage_names = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-        by_name = {stage_names[index]: value for index, value in state["state"].items()}
-        parts = self._gather_to_first(by_name)
-        if parts is None:
-            return state
-        merged = {name: value for part in parts for name, value in part.items()}
-        whole, groups, start = {}, [], 0
-        for group, group_names in zip(state["param_groups"], layout):
-            indices = list(range(start, start + len(group_names)))
-            whole.update({i: merged[name] for i, name in zip(indices, group_names) if name in merged})
-            groups.append({**group, "params": indices})
-            start += len(group_names)
-        return {**state, "state": whole, "param_groups": groups}
-
-    def load_optimizer_state_dict(self, checkpoint) -> None:
-        """Whole optimizer states (this strategy's or a single process's) into the stage's."""
-        if self._layouts:
-            checkpoint = {**checkpoint, "optimizer_states": [
-                self._stage_optimizer_state(optimizer, layout, whole)
-                for optimizer, layout, whole in zip(self.optimizers, self._layouts, checkpoint["optimizer_states"])
-            ]}
-        super().load_optimizer_state_dict(checkpoint)
-
-    def _stage_optimizer_state(self, optimizer, layout: list[list[str]], whole: dict) -> dict:
-        if [len(group["params"]) for group in whole["param_groups"]] != [len(names) for names in layout]:
-            raise ConfigError("resume", "the checkpoint's optimizer has other parameter groups than this run's (another model or optimizer?)")
-        index_of = {name: i for i, name in enumerate(chain(*layout))}
-        names = self._param_names()
-        state, groups, position = {}, [], 0
-        for group, whole_group in zip(optimizer.param_groups, whole["param_groups"]):
-            ids = []
-            for p in group["params"]:
-                i = index_of[names[id(p)]]
-                if i in whole["state"]:
-                    state[position] = whole["state"][i]
-                ids.append(position)
-                position += 1
-            groups.append({**whole_group, "params": ids})
-        return {"state": state, "param_groups": groups}
-
-
-_HEADER = 10  # dtype, number of dimensions, up to 8 sizes
-_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+        return broadcast_from(x, self._pp_ranks[-1], self._pp_group, self.root_device)
 
 
 def _check_one_input(args: tuple, kwargs: dict) -> None:
