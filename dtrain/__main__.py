@@ -48,7 +48,7 @@ def discard_unstarted_run(run_dir: Path) -> None:
     import shutil
 
     # Hydra's and dtrain's files, and what the loggers write when they start (no metrics yet).
-    written_at_start = {".hydra", "config.yaml", "run.log", "env.json", "hparams.yaml", "wandb", "lightning_logs"}
+    written_at_start = {".hydra", "config.yaml", "run.log", "env.json", "hparams.yaml", "wandb", "lightning_logs", ".ranks"}
     if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - written_at_start:
         return
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -47,10 +47,10 @@ class DataWorkerDied(ConfigError):
 @contextmanager
 def known_failures(run_dir: Path | None = None) -> Iterator[None]:
     """Within: a failure with a known cause ends in one line (see `as_config_error`)."""
-    if run_dir is not None:
-        from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from dtrain.launch.dead_rank import launched_by_cluster_launcher, note_rank
 
-        from dtrain.launch.dead_rank import note_rank
+    if run_dir is not None and launched_by_cluster_launcher():
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         note_rank(run_dir, rank_zero_only.rank)  # so that a survivor can name this rank if it dies
     try:

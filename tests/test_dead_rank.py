@@ -17,7 +17,7 @@ STRATEGY_RUN = ("model=mlp", "logger=[csv]", "trainer.max_epochs=3", "callbacks.
 RUN = ("trainer=ddp", *STRATEGY_RUN)
 
 # (launcher, strategy, rank killed). .ci/run's slow stage runs these; the rest of the grid is
-# marked `faults` (`bash scripts/test.sh -m faults tests/test_dead_rank.py`, about 5 minutes).
+# marked `faults` (`bash scripts/test.sh -m faults tests/test_dead_rank.py`, about 3 minutes).
 IN_CI = [("dtrain", "ddp", 1), ("dtrain", "ddp", 0), ("dtrain", "fsdp", 1), ("dtrain", "deepspeed_zero2", 0),
          ("torchrun", "ddp", 0), ("torchrun", "fsdp", 1)]
 GRID = [(launcher, strategy, dead) for launcher in ("dtrain", "torchrun") for strategy in ("ddp", "fsdp", "deepspeed_zero2") for dead in (1, 0)]

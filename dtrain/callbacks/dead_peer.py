@@ -23,15 +23,9 @@ from lightning.pytorch.callbacks import Callback
 from dtrain.cli_errors import EXIT_CONFIG_ERROR
 
 
-def launched_by_cluster_launcher() -> bool:
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
-    return TorchElasticEnvironment.detect() or SLURMEnvironment.detect()
-
-
 class ReportDeadPeer(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from dtrain.launch.dead_rank import peer_died, speaks_for_survivors
+        from dtrain.launch.dead_rank import launched_by_cluster_launcher, peer_died, speaks_for_survivors
 
         if trainer.world_size < 2 or not launched_by_cluster_launcher():
             return

@@ -43,6 +43,13 @@ RANKS_DIR = ".ranks"
 PEER_GONE = re.compile(r"(Connection reset by peer|Connection closed by peer|Broken pipe|Connection refused)")
 
 
+def launched_by_cluster_launcher() -> bool:
+    """torchrun or srun started this process (not dtrain: rank 0 watches the ranks it starts)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    return TorchElasticEnvironment.detect() or SLURMEnvironment.detect()
+
+
 def note_rank(run_dir: Path, rank: int) -> None:
     """Record this process as `rank` of the run (its host and pid), for a survivor to look up."""
     folder = Path(run_dir) / RANKS_DIR
