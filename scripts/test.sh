@@ -11,7 +11,8 @@ bash scripts/setup.sh test
 if [ $# -gt 0 ]; then
   tests='.venv/bin/python -m pytest "$@"'  # sh -c gets the arguments as its own, each one whole
 else
-  tests='.venv/bin/python -m pytest -q -m "not slow and not bars and not faults" && .venv/bin/python -m pytest -q -m "slow and not bars and not faults" && .venv/bin/python -m pytest -q -m bars'
+  # --durations: each stage's slowest tests, for keeping .ci/run within its time
+  tests='.venv/bin/python -m pytest -q --durations=20 -m "not slow and not bars and not faults" && .venv/bin/python -m pytest -q --durations=20 -m "slow and not bars and not faults" && .venv/bin/python -m pytest -q -m bars'
 fi
 if unshare -n true 2>/dev/null; then
   exec unshare -n sh -c "ip link set lo up && $tests" sh "$@"

@@ -39,7 +39,7 @@ def test_four_runs_started_at_once_each_get_their_own_directory_and_finish(tmp_p
     own_runs(tmp_path / "runs", 4)
 
 
-@pytest.mark.slow
+@pytest.mark.faults  # not in .ci/run (issue 11's CI allowance): bash scripts/test.sh -m faults tests/test_load.py
 def test_a_multirun_of_eight_ddp_jobs_into_one_runs_folder(tmp_path):
     env = child_env(DTRAIN_RUNS_DIR=str(tmp_path / "runs"))
     command = [sys.executable, "-m", "dtrain", "-m", "model=mlp", "trainer=ddp", "logger=[csv,wandb]", "seed=1,2,3,4,5,6,7,8", *QUICK]

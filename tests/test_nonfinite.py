@@ -44,7 +44,7 @@ def test_skip_nonfinite_skips_such_steps_and_counts_them(tmp_path):
     assert "test/acc" in done.stdout + done.stderr or (run_dir / "lightning_logs").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.faults  # not in .ci/run (issue 11's CI allowance): bash scripts/test.sh -m faults tests/test_nonfinite.py
 def test_under_ddp_every_rank_stops_and_one_line_is_printed(tmp_path, fault_record):
     """An exception inside Lightning's loop in one of two processes leaves the other waiting in
     its teardown: the ranks agree on the bad step and stop together, and rank 0 alone speaks."""

@@ -99,10 +99,14 @@ def relative_difference(expected: dict[str, torch.Tensor], actual: dict[str, tor
 # On the CPU (gloo, 2 processes) every one of them reduces deterministically: the resumed
 # weights are bitwise the uninterrupted run's (README, Resuming).
 STRATEGIES = ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "model_parallel", "pipeline"]
+# .ci/run resumes three of them; the others are marked `faults` (issue 11's CI allowance):
+# `bash scripts/test.sh -m faults tests/test_resume_strategies.py`, about 3 minutes.
+OUTSIDE_CI = ("deepspeed_zero2", "deepspeed_zero3", "model_parallel")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", [
+    pytest.param(strategy, marks=pytest.mark.faults if strategy in OUTSIDE_CI else pytest.mark.slow) for strategy in STRATEGIES
+])
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path, strategy, fault_record):
     reference_dir, killed_dir = tmp_path / strategy / "reference", tmp_path / strategy / "killed"
     reference, killed = start(reference_dir, strategy), start(killed_dir, strategy, kill_at=KILL_AT)

@@ -66,7 +66,7 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_an_unstopped_run(tmp_pa
     fault_record("sigterm", "cpu", survived=True, nothing_lost=True, message=True)
 
 
-@pytest.mark.slow
+@pytest.mark.faults  # not in .ci/run (issue 11's CI allowance): bash scripts/test.sh -m faults tests/test_stop_on_signal.py
 @pytest.mark.parametrize("signum, whole_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm-to-rank0"])
 def test_ddp_stops_together_and_resumes(tmp_path, signum, whole_group, fault_record):
     run = tmp_path / "run"
