@@ -115,11 +115,12 @@ def readme_cells(text: str | None = None) -> dict[tuple[str, str], str]:
     return cells
 
 
-def differences(cells: dict) -> list[str]:
-    """Where the README's table disagrees with what this session's fault tests found: a cell
-    they tested with other marks, a cell outside .ci/run left empty, a row or column renamed."""
-    shown = readme_cells()
-    if readme_table() is None or render({}).splitlines()[:3] != readme_table().splitlines()[:3]:
+def differences(cells: dict, text: str | None = None) -> list[str]:
+    """Where the README's table (or `text`'s) disagrees with what this session's fault tests
+    found: a cell they tested with other marks, a cell outside .ci/run left empty, a row or
+    column renamed."""
+    shown, table = readme_cells(text), readme_table(text)
+    if table is None or render({}).splitlines()[:3] != table.splitlines()[:3]:
         return ["the table's header (its strategies) is not render()'s"]
     wrong = []
     for fault, strategy in [(f, s) for f in FAULTS for s in STRATEGIES]:
