@@ -12,7 +12,6 @@ Ranks dtrain starts itself are watched by rank 0 instead (dtrain.launch.local), 
 each one's process and how it ended.
 """
 
-import os
 import signal
 import sys
 import threading
@@ -25,7 +24,7 @@ from dtrain.cli_errors import EXIT_CONFIG_ERROR
 
 class ReportDeadPeer(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from dtrain.launch.dead_rank import launched_by_cluster_launcher, peer_died, speaks_for_survivors
+        from dtrain.launch.dead_rank import launched_by_cluster_launcher, leave, peer_died, speaks_for_survivors
 
         if trainer.world_size < 2 or not launched_by_cluster_launcher():
             return
@@ -45,6 +44,4 @@ class ReportDeadPeer(Callback):
             pass
         if speaks_for_survivors(run_dir, trainer.global_rank):
             print(f"dtrain: error: {died}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_CONFIG_ERROR)
+        leave(EXIT_CONFIG_ERROR)

@@ -157,3 +157,16 @@ def leave_if_parent_gone(parent: int, run_dir: Path) -> None:
         return
     print(f"dtrain: error: {rank_died(0, parent, 'its process is gone', run_dir)}", file=sys.stderr, flush=True)
     os._exit(1)
+
+
+def leave(code) -> None:
+    """Exit with `code` now, past the interpreter's teardown: threads of torch's C++ side (gloo's,
+    torch-DCP's) left to static destruction still abort a rank whose run succeeded ("terminate
+    called without an active exception", exit -6; seen under fsdp after its group was closed)."""
+    import logging
+
+    logging.shutdown()  # the run's log file
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dtrain.callbacks.stop_on_signal import StoppedBySignal
 from dtrain.cli_errors import exit_on_config_error
-from dtrain.launch.dead_rank import leave_if_parent_gone, watch_parent
+from dtrain.launch.dead_rank import leave, leave_if_parent_gone, watch_parent
 from dtrain.run_dir import load_config
 from dtrain.train import run
 
@@ -28,19 +28,6 @@ def main(run_dir: Path) -> None:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def leave(code) -> None:
-    """Exit with `code` now, past the interpreter's teardown: threads of torch's C++ side (gloo's,
-    torch-DCP's) left to static destruction still abort a rank whose run succeeded ("terminate
-    called without an active exception", exit -6; seen under fsdp after its group was closed)."""
-    import logging
-    import os
-
-    logging.shutdown()  # the run's log file
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":

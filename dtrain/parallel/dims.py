@@ -55,13 +55,12 @@ class ParallelDims:
         or a ConfigError naming the size to change."""
         world = processes_per_node * int(trainer.get("num_nodes", 1) or 1)
         strategy = trainer.get("strategy", "auto")
-        target = "" if isinstance(strategy, str) else str(strategy.get("_target_", ""))
-        if target.endswith("model_parallel.ModelParallel"):
+        kind = strategy_kind(trainer)
+        if kind == "ModelParallel":
             return tensor_and_data_parallel(strategy.get("tensor_parallel_size", "auto"), strategy.get("data_parallel_size", "auto"), world, processes_per_node)
-        if target.endswith("pipeline.Pipeline"):
+        if kind == "Pipeline":
             return pipelines(strategy.get("stages", 2), world)
-        sharded = strategy_kind(trainer) in ("fsdp", "deepspeed")
-        return cls(world=world, shard=world) if sharded else cls(world=world, replicate=world)
+        return cls(world=world, shard=world) if kind in ("fsdp", "deepspeed") else cls(world=world, replicate=world)
 
 
 def tensor_and_data_parallel(tensor, data, world: int, processes_per_node: int) -> ParallelDims:

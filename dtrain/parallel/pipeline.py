@@ -132,8 +132,7 @@ class Pipeline(WholeCheckpoints, DDPStrategy):
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
-        if self.world_size % self.stages:
-            raise ConfigError("trainer.strategy.stages", f"{self.stages} stages do not divide the {self.world_size} processes; use a divisor of {self.world_size}")
+        self.parallel_dims  # raises, naming trainer.strategy.stages, if the stages do not divide the processes
         self.accelerator.setup(trainer)
         fitting = trainer.state.fn == TrainerFn.FITTING
         if self._pp_group is None:
