@@ -1,7 +1,8 @@
 """A checkpoint file someone planted in a run directory never runs its code: the resume picker
 skips it with one warning and resumes from the newest safe checkpoint, `+model.init_from=` refuses
 it in one line, and the pickles inside sharded (DeepSpeed, torch-DCP) folders are checked before
-their loaders unpickle them fully. Only `runtime.trust_checkpoints=true` on the command line loads
+their loaders unpickle them fully; a PBT donor's checkpoint that would run code is skipped and the
+trial goes on from its own. Only `runtime.trust_checkpoints=true` on the command line loads
 such a file. dtrain's own checkpoints load weights-only, even from a module that stores its
 `nn.Module` with `save_hyperparameters()`."""
 
@@ -311,3 +312,68 @@ def test_help_names_the_trust_switch(tmp_path):
     shown = dtrain_cli("--help", cwd=tmp_path, timeout=120)
     assert shown.returncode == 0
     assert any(line.strip().startswith("runtime.trust_checkpoints=true") for line in shown.stdout.splitlines())
+
+
+# PBT: a trial that exploits another takes the donor's checkpoint (dtrain/tune/trial.py).
+
+def donor_checkpoint(folder: Path, donor: str, step: int, planted_marker: Path | None = None):
+    """What a PBT exploit hands a trial: the donor's reported checkpoint folder, as Ray's Checkpoint."""
+    from ray.tune import Checkpoint
+
+    from dtrain.tune.files import CHECKPOINT_FILE, META_FILE
+
+    folder.mkdir(parents=True)
+    (folder / META_FILE).write_text(f'{{"trial_id": "{donor}", "step": {step}}}')
+    state = {"state_dict": {"net.weight": torch.full((2, 2), 7.0)}, "loops": {}, "global_step": step,
+             "callbacks": {"ModelCheckpoint": {"best_model_path": str(folder / "donor-best.ckpt"), "best_model_score": torch.tensor(0.5)}}}
+    if planted_marker is not None:
+        state["planted"] = Planted(planted_marker)
+    torch.save(state, folder / CHECKPOINT_FILE)
+    return Checkpoint.from_directory(folder)
+
+
+@pytest.fixture
+def trial_dir(tmp_path) -> Path:
+    """A trial directory with a checkpoint of its own."""
+    trial = tmp_path / "trials" / "b"
+    (trial / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {"net.weight": torch.zeros(2, 2)}, "loops": {}, "global_step": 3}, trial / "checkpoints" / "last.ckpt")
+    return trial
+
+
+def test_an_unsafe_pbt_donor_is_skipped_and_the_trial_keeps_its_own_checkpoint(tmp_path, trial_dir, caplog):
+    from dtrain.tune.files import CHECKPOINT_FILE, SCHEDULE_FILE
+    from dtrain.tune.trial import take_over_donor
+
+    marker = tmp_path / "marker"
+    donor = donor_checkpoint(tmp_path / "donor", "a", 5, planted_marker=marker)
+    assert runs_code_when_unpickled(tmp_path / "donor" / CHECKPOINT_FILE, marker)
+    own = {p.name: p.read_bytes() for p in (trial_dir / "checkpoints").iterdir()}
+
+    with caplog.at_level(logging.WARNING):
+        take_over_donor(trial_dir, "b", donor, ["model.optimizer.lr=0.1"])  # no exception: the trial goes on
+
+    assert not marker.exists(), "the donor's code ran"
+    assert {p.name: p.read_bytes() for p in (trial_dir / "checkpoints").iterdir()} == own
+    assert not (trial_dir / SCHEDULE_FILE).exists()
+    assert not list((trial_dir / "pbt").glob("*"))  # nothing taken
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(tmp_path / "donor" / CHECKPOINT_FILE) in warnings[0], warnings
+    assert "would run code" in warnings[0] and "runtime.trust_checkpoints=true" in warnings[0]
+    assert newest_valid_checkpoint(trial_dir) == trial_dir / "checkpoints" / "last.ckpt"  # what the trial resumes from
+
+
+def test_a_safe_pbt_donor_is_taken_and_scheduled(tmp_path, trial_dir):
+    import json
+
+    from dtrain.tune.files import SCHEDULE_FILE
+    from dtrain.tune.trial import take_over_donor
+
+    take_over_donor(trial_dir, "b", donor_checkpoint(tmp_path / "donor", "a", 5), ["model.optimizer.lr=0.1"])
+
+    taken = torch.load(trial_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert torch.equal(taken["state_dict"]["net.weight"], torch.full((2, 2), 7.0)) and taken["global_step"] == 5
+    assert taken["callbacks"]["ModelCheckpoint"]["best_model_path"] == ""  # the donor's best is not this trial's
+    (line,) = [json.loads(text) for text in (trial_dir / SCHEDULE_FILE).read_text().splitlines()]
+    assert line["donor"] == "a" and line["step"] == 5 and line["overrides"] == ["model.optimizer.lr=0.1"]
+    assert Path(line["donor_checkpoint"]).is_file()

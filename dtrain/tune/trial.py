@@ -1,6 +1,7 @@
 """What one trial runs: the `python -m dtrain` run its overrides describe, in <sweep>/trials/<id>/."""
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dtrain.tune.files import CHECKPOINT_FILE, EXPLOITS_DIR, FINISHED_FILE, META_FILE, SCHEDULE_FILE, TIMING_FILE
 from dtrain.tune.plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 def trial_overrides(plan: Plan, config: dict, trial_id: str) -> list[str]:
@@ -56,8 +59,8 @@ def take_over_donor(trial_dir: Path, trial_id: str, checkpoint, overrides: list[
         # The donor keeps training and Ray prunes its checkpoints: keep what this trial took,
         # so the schedule names a file that still exists.
         taken = trial_dir / EXPLOITS_DIR / f"step{meta['step']:08d}-from-{meta['trial_id']}.ckpt"
-        taken.parent.mkdir(parents=True, exist_ok=True)
-        _copy_without_donor_paths(Path(folder) / CHECKPOINT_FILE, taken)
+        if not _take(Path(folder) / CHECKPOINT_FILE, taken):
+            return  # the trial goes on from its own newest checkpoint, with the values Ray handed it
     checkpoints = trial_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     for old in checkpoints.glob("*.ckpt"):
@@ -66,6 +69,20 @@ def take_over_donor(trial_dir: Path, trial_id: str, checkpoint, overrides: list[
     with open(trial_dir / SCHEDULE_FILE, "a") as schedule:
         line = {"step": meta["step"], "donor": meta["trial_id"], "donor_checkpoint": str(taken), "overrides": overrides}
         schedule.write(json.dumps(line) + "\n")
+
+
+def _take(donor_file: Path, taken: Path) -> bool:
+    """Copy the donor's checkpoint to `taken`; False, after one warning naming it, for a donor
+    file that would run code (a trial crashing on it would crash again on each retry)."""
+    from dtrain.checkpoints import TRUST_KEY, UnsafeCheckpoint
+
+    taken.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _copy_without_donor_paths(donor_file, taken)
+    except UnsafeCheckpoint as unsafe:
+        log.warning(f"skipped PBT donor checkpoint {unsafe}; the trial continues from its own checkpoints ({TRUST_KEY}=true on the command line loads it)")
+        return False
+    return True
 
 
 def _copy_without_donor_paths(donor_file: Path, target: Path) -> None:
@@ -91,6 +108,7 @@ def run_trial(config: dict, plan: Plan) -> None:
     """A single-process trial, run in the trial's own Ray actor (a Tune function trainable)."""
     from ray import tune
 
+    from dtrain.checkpoints import TRUST_KEY, trusting
     from dtrain.train import run
 
     _enter(plan)
@@ -99,7 +117,9 @@ def run_trial(config: dict, plan: Plan) -> None:
     if report_if_finished(trial_dir):
         return
     record_node(trial_dir)
-    take_over_donor(trial_dir, trial_id, tune.get_checkpoint(), trial_overrides(plan, config, trial_id))
+    overrides = trial_overrides(plan, config, trial_id)
+    with trusting(f"{TRUST_KEY}=true" in overrides):  # as the run itself trusts checkpoints: on the command line
+        take_over_donor(trial_dir, trial_id, tune.get_checkpoint(), overrides)
     run(trial_config(plan, config, trial_id))
     mark_finished(trial_dir)
 
