@@ -72,6 +72,26 @@ class SlowEpochs(Callback):
         time.sleep(self.seconds)
 
 
+class StartTogether(Callback):
+    """Holds each trial at the start of its first fit until `count` trials have got there (a
+    marker file each in `marker_dir`), so that trials on different nodes train side by side
+    however late Ray started one of them. A trial restarted later (an exploit, a retry) passes."""
+
+    def __init__(self, marker_dir: str, count: int = 2, timeout_s: float = 120.0):
+        self.folder = Path(marker_dir)
+        self.count = count
+        self.timeout_s = timeout_s
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import time
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / Path(trainer.default_root_dir).name).touch()
+        deadline = time.monotonic() + self.timeout_s
+        while len(list(self.folder.iterdir())) < self.count and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 class RunClock(Callback):
     """Writes <run>/run_clock.json: wall seconds from the start of fit to the end of test (the
     trial's own training and evaluation), for benchmarks/sweep_overhead.py."""

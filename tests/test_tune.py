@@ -204,15 +204,22 @@ def test_killed_driver_is_resumed_and_optuna_continues(cluster, tmp_path):
 
 
 def test_pbt_exploit_takes_weights_but_trains_with_its_own_values(cluster, tmp_path):
+    # Asynchronous PBT compares a trial at its perturbation point with the others' latest scores,
+    # so an exploit needs a clearly worse trial while a better one is still running:
+    # seed 10 draws learning rates 2.3e-2 and 3.3e-4, and the trials start training together
+    # (CI once had no exploit when the draws were close or one trial started late).
     tune_cli(
         "trainer.max_epochs=8", "sweep.scheduler.name=pbt", "sweep.scheduler.perturbation_interval=2", "sweep.scheduler.quantile_fraction=0.5",
-        # slow epochs: the two trials overlap in time however late one of them starts
+        "sweep.seed=10", "+callbacks.together._target_=tests.ray_probes.StartTogether", f"+callbacks.together.marker_dir={tmp_path / 'started'}",
         "+callbacks.slow._target_=tests.ray_probes.SlowEpochs", "+callbacks.slow.seconds=1.0",
         "sweep.num_samples=2", "sweep.max_concurrent_trials=2", "sweep.keep_checkpoints=10", "sweep.metric=val/loss", "sweep.mode=min",
         "space.model.optimizer.lr=loguniform(1e-4,3e-2)", "+callbacks.attempts._target_=tests.ray_probes.Attempts",
         cwd=tmp_path, address=cluster,
     )
     sweep = sweep_dir_of(tmp_path)
+    starts = [jsonl(trial / "attempts.jsonl") for trial in (sweep / "trials").iterdir()]
+    first_lrs = sorted(attempts[0]["lr"] for attempts in starts if attempts)
+    assert first_lrs == pytest.approx([3.27e-4, 2.33e-2], rel=0.01)  # the seeded draws
     exploits = [(trial, line) for trial in (sweep / "trials").iterdir() for line in jsonl(trial / "pbt_schedule.jsonl")]
     assert exploits, "no exploit happened"
     trial, exploit = exploits[0]

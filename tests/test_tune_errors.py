@@ -48,6 +48,7 @@ def _free_port() -> int:
         ([*BASE, LR, "trainer.devices=2"], "trainer.devices", "sweep.resources.workers=2"),
         ([*BASE, LR, "sweep.resources.workers=2", "trainer=fsdp", "trainer.devices=1"], "trainer.strategy", "GPUs only"),
         ([*BASE, "space.model/net=choice(mlp,lstmm)"], "space.model/net", "no option 'lstmm'"),
+        ([*BASE, LR, "sweep.seed=-1"], "sweep.seed", "non-negative integer"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(monkeypatch, capsys, tmp_path, args, key, words):
@@ -162,3 +163,23 @@ def test_a_trial_row_counts_the_trials_own_reports(tmp_path):
     stopped = SimpleNamespace(metrics={"trial_id": "b", "reports": 2, "training_iteration": 2, "val/loss": 0.3}, config={}, error=None, path="ray_b")
     rows = trial_rows(plan, [lagging, stopped])
     assert [(row["epochs"], row["status"]) for row in rows] == [(4, "done"), (2, "stopped early")]
+
+
+def test_a_seeded_sweep_proposes_the_same_values_again(monkeypatch, tmp_path):
+    """sweep.seed seeds Tune's random draws (and Optuna's sampler): a sweep can be repeated as it ran."""
+    from ray import tune
+
+    from dtrain.tune.plan import make_plan
+    from dtrain.tune.tuner import _searcher, param_space
+
+    monkeypatch.setenv("DTRAIN_RUNS_DIR", str(tmp_path / "runs"))
+    tune.register_trainable("draws_only", lambda config: None)
+
+    def draws(seed: int) -> list[dict]:
+        plan = make_plan([*BASE, LR, "space.data.batch_size=choice(16,32,64)", f"sweep.seed={seed}"])
+        searcher = _searcher(plan)
+        searcher.add_configurations({"draws": {"run": "draws_only", "config": param_space(plan), "num_samples": 2}})
+        return [searcher.next_trial().config for _ in range(2)]  # mlp_smoke runs 2 at once
+
+    assert draws(10) == draws(10)
+    assert draws(10) != draws(11)

@@ -30,6 +30,9 @@ def check_algorithms(plan: Plan) -> None:
         raise ConfigError("sweep.scheduler.name", "PBT restarts trials from each other's checkpoints, which dtrain supports for single-worker trials only; use workers=1 or asha")
     if s["scheduler"]["name"] == "pbt" and any(dim.is_group for dim in plan.dimensions):
         raise ConfigError("sweep.scheduler.name", "PBT cannot mutate a config-group choice (the weights would not fit); sweep it with asha or fifo")
+    seed = s.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError("sweep.seed", f"expected a non-negative integer (or null for a random one), got {seed!r}")
     if s["mode"] not in ("min", "max"):
         raise ConfigError("sweep.mode", f"must be min or max, got {s['mode']!r}")
 
@@ -39,12 +42,18 @@ def param_space(plan: Plan) -> dict:
 
 
 def _searcher(plan: Plan):
+    """Optuna's TPE, or Tune's own variant generator (random and grid); `sweep.seed` seeds either."""
     s = plan.settings
+    seed = None if s.get("seed") is None else int(s["seed"])
     if s["search"] == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(metric=s["metric"], mode=s["mode"], seed=int(s.get("seed") or 0) or None)
-    return None  # random and grid: Tune's own variant generator
+        return OptunaSearch(metric=s["metric"], mode=s["mode"], seed=seed)
+    if seed is None:
+        return None  # Tune builds its generator itself, with max_concurrent_trials
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=int(s.get("max_concurrent_trials") or 0), random_state=seed)
 
 
 def _mutations(plan: Plan) -> dict:
@@ -106,8 +115,11 @@ def build_tuner(plan: Plan):
     if tune.Tuner.can_restore(str(plan.sweep_dir)):
         return tune.Tuner.restore(str(plan.sweep_dir), trainable(plan), resume_unfinished=True, resume_errored=True, param_space=param_space(plan))
     num_samples = 1 if s["search"] == "grid" else int(s["num_samples"])
+    searcher = _searcher(plan)
+    # Tune applies max_concurrent_trials to a Searcher; a variant generator takes it itself (above).
+    max_concurrent = None if type(searcher).__name__ == "BasicVariantGenerator" else s.get("max_concurrent_trials")
     tune_config = tune.TuneConfig(
-        metric=s["metric"], mode=s["mode"], num_samples=num_samples, search_alg=_searcher(plan), scheduler=_scheduler(plan),
-        max_concurrent_trials=s.get("max_concurrent_trials"), reuse_actors=plan.workers == 1, trial_dirname_creator=_dirname,
+        metric=s["metric"], mode=s["mode"], num_samples=num_samples, search_alg=searcher, scheduler=_scheduler(plan),
+        max_concurrent_trials=max_concurrent, reuse_actors=plan.workers == 1, trial_dirname_creator=_dirname,
     )
     return tune.Tuner(trainable(plan), param_space=param_space(plan), tune_config=tune_config, run_config=run_config)
