@@ -48,6 +48,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from dtrain.launch.requeue import requeued_checkpoint, stop_on_signal, trainer_plugins
     from dtrain.parallel.collective_timeout import collective_timeout, strategy_with_timeout
     from dtrain.parallel.parallelize import ParallelOptions, Parallelize
+    from dtrain.parallel.tensor_parallel import check_declared_counts
+
+    check_declared_counts(OmegaConf.select(cfg, "model.net"), dims.tensor)  # heads that do not split: before any rank starts
 
     # Checkpoint files that would run code are skipped or refused unless the command line says to trust them.
     trust = OmegaConf.select(cfg, TRUST_KEY, default=False) is True

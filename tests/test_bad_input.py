@@ -168,3 +168,29 @@ def test_a_mistake_found_inside_the_run_leaves_no_run_directory(tmp_path, args, 
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert lines[-1].startswith(f"dtrain: error: {key}"), lines[-1]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_heads_that_do_not_split_are_refused_before_any_rank_starts(monkeypatch, capsys, tmp_path):
+    """The transformer declares its tensor-parallel counts from its config, so a tensor size its
+    heads do not divide ends the run before dtrain starts its second rank."""
+    import dtrain.launch.local as local
+
+    def start_ranks(*args, **kwargs):
+        raise AssertionError("a rank was started")
+
+    monkeypatch.setattr(local, "_start_ranks", start_ranks)
+    code, err = run_main(monkeypatch, capsys, tmp_path, ["model=transformer", "model.net.n_heads=3", "trainer=model_parallel", "trainer.devices=2"])
+    assert_one_line(code, err, "trainer.strategy.tensor_parallel_size", "model.net.n_heads=3 does not split over 2")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_counts_the_data_decides_wait_for_the_built_net():
+    from omegaconf import OmegaConf
+
+    from dtrain.parallel.tensor_parallel import check_declared_counts
+
+    net = OmegaConf.create({"_target_": "dtrain.nets.transformer.Transformer", "vocab_size": 8, "max_len": 4, "n_heads": "${shapes.heads}"})
+    check_declared_counts(net, 2)  # unknown until the data gives it: checked on the built net instead
+    with pytest.raises(Exception, match="model.net.n_heads=3"):
+        check_declared_counts(OmegaConf.merge(net, {"n_heads": 3}), 2)
+    check_declared_counts(OmegaConf.merge(net, {"n_heads": 2}), 2)

@@ -2,7 +2,10 @@
 
 A net supports tensor parallelism by returning a `TensorParallelPlan` from a
 `tensor_parallel_plan()` method, and pipeline parallelism by returning its ordered layers from
-`pipeline_layers()`. The parallel layer (dtrain.parallel) reads these declarations and does the
+`pipeline_layers()`. A net may also say, from its constructor's arguments alone, which of them
+the tensor size must divide (a static `tensor_parallel_counts(<argument>, ...)` returning
+`{argument: count}`, e.g. the heads), so that a size that does not fit is refused before any
+process starts rather than once every rank has built the net. The parallel layer (dtrain.parallel) reads these declarations and does the
 splitting; a net never imports torch.distributed, Lightning or Hydra, and a user's own net that
 declares the same gets the same strategies.
 """

@@ -206,6 +206,12 @@ class Transformer(nn.Module):
                 rowwise.append(f"{prefix}.mlp.down")
         return TensorParallelPlan(colwise=tuple(colwise), rowwise=tuple(rowwise), divisible=heads)
 
+    @staticmethod
+    def tensor_parallel_counts(d_model: int, n_heads: int) -> dict[str, int]:
+        """What tensor_parallel_plan() cuts, from the constructor's arguments: every attention's
+        heads, and d_model (the MLP's 4 x d_model hidden units follow from it)."""
+        return {"n_heads": n_heads, "d_model": d_model}
+
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), nanoGPT's 6N + attention estimate."""
         n_params = sum(p.numel() for p in self.parameters()) - self.embed.positions.weight.numel()

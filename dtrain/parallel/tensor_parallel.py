@@ -7,12 +7,46 @@ after it, whose partial sums are all-reduced once; every layer's output outside 
 a plain, whole tensor, so the net's own code runs unchanged on a shard.
 """
 
+import inspect
+
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from dtrain.config.errors import ConfigError
 from dtrain.nets.plans import TensorParallelPlan
 
 KEY = "trainer.strategy.tensor_parallel_size"
+
+
+def check_declared_counts(net_cfg: DictConfig | None, tp: int) -> None:
+    """Before any rank starts: the counts a net's class declares from its constructor arguments
+    (`tensor_parallel_counts`, e.g. heads) must split over `tp` ranks. A net that declares none,
+    or whose counts come from the data's shapes, is checked once built (check_plan)."""
+    target = net_cfg.get("_target_") if isinstance(net_cfg, DictConfig) else None
+    if tp == 1 or not target:
+        return
+    from hydra.utils import get_class
+
+    try:
+        net_class = get_class(target)
+    except Exception:
+        return  # a target that does not import is reported where the net is built
+    declare = getattr(net_class, "tensor_parallel_counts", None)
+    if not callable(declare):
+        return
+    defaults = {name: p.default for name, p in inspect.signature(net_class).parameters.items()}
+    arguments = {}
+    for name in inspect.signature(declare).parameters:
+        try:
+            arguments[name] = net_cfg[name] if name in net_cfg else defaults[name]
+        except (OmegaConfBaseException, KeyError):
+            return  # known only once the data is there (e.g. ${shapes...})
+        if arguments[name] is inspect.Parameter.empty:
+            return
+    for name, count in declare(**arguments).items():
+        if count % tp:
+            raise ConfigError(KEY, f"model.net.{name}={count} does not split over {tp} tensor-parallel ranks; use a tensor_parallel_size that divides {count}")
 
 
 def plan_of(net: nn.Module) -> TensorParallelPlan | None:
