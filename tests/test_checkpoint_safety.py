@@ -285,12 +285,8 @@ class TemplateModule(L.LightningModule):
 
 
 def test_template_module_storing_its_net_trains_tests_and_loads_weights_only(train, tmp_path, monkeypatch):
-    (tmp_path / "code" / "my_template").mkdir(parents=True)
-    (tmp_path / "code" / "my_template" / "__init__.py").write_text(textwrap.dedent(TEMPLATE))
-    monkeypatch.syspath_prepend(str(tmp_path / "code"))
     # A whole (short) epoch, so validation writes a best checkpoint that the test stage loads.
-    metrics, run_dir = train("model=mlp", "budget=smoke", "+trainer.limit_train_batches=3",
-                             "model._target_=my_template.TemplateModule")
+    metrics, run_dir = train("model=mlp", "budget=smoke", "+trainer.limit_train_batches=3", template_module(tmp_path, monkeypatch))
     assert "test/loss" in metrics
 
     from my_template import TemplateModule
@@ -306,6 +302,26 @@ def test_template_module_storing_its_net_trains_tests_and_loads_weights_only(tra
     loaded = TemplateModule.load_from_checkpoint(best, net=MLP(**net_config))
     for name, value in torch.load(best, map_location="cpu", weights_only=True)["state_dict"].items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def template_module(tmp_path, monkeypatch) -> str:
+    """The TEMPLATE module, importable as my_template.TemplateModule."""
+    (tmp_path / "code" / "my_template").mkdir(parents=True)
+    (tmp_path / "code" / "my_template" / "__init__.py").write_text(textwrap.dedent(TEMPLATE))
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    return "model._target_=my_template.TemplateModule"
+
+
+def test_weights_only_checkpoints_of_a_template_module_load_weights_only(train, tmp_path, monkeypatch):
+    """`save_weights_only=true` makes Lightning skip the callbacks' on_save_checkpoint: the
+    hyperparameters must be made plain where they enter the checkpoint all the same."""
+    metrics, run_dir = train("model=mlp", "budget=smoke", "+trainer.limit_train_batches=3", template_module(tmp_path, monkeypatch),
+                             "+callbacks.best_checkpoint.save_weights_only=true", "+callbacks.last_checkpoint.save_weights_only=true")
+    assert "test/loss" in metrics  # the test stage loaded the best file weights-only
+    for path in (next((run_dir / "checkpoints").glob("best-*.ckpt")), run_dir / "checkpoints" / "last.ckpt"):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        assert "optimizer_states" not in saved  # a weights-only checkpoint indeed
+        assert saved["hyper_parameters"]["net"]["_target_"] == "dtrain.nets.mlp.MLP"
 
 
 def test_help_names_the_trust_switch(tmp_path):

@@ -10,17 +10,33 @@ class PlainHyperparameters(Callback):
     checkpoint as pickled objects, which torch's weights-only load (Lightning's own, at the test
     stage) refuses. Each such value is saved instead as the run's config of it (`model.net` of
     config.yaml, with its `_target_`); plain values stay as they are. `load_from_checkpoint(path,
-    net=...)` still works: the arguments given replace the stored ones."""
+    net=...)` still works: the arguments given replace the stored ones.
+
+    The values are replaced as the checkpoint dict is made (Lightning's dump_checkpoint), not in
+    on_save_checkpoint: a `save_weights_only` checkpoint skips the callbacks' hooks but still
+    holds the hyperparameters."""
 
     def __init__(self, cfg: DictConfig):
         # Lightning's keys for the module's and the datamodule's: (values, their type), and the config of each.
         self.configs = [("hyper_parameters", "hparams_type", cfg.get("model")), ("datamodule_hyper_parameters", "datamodule_hparams_type", cfg.get("data"))]
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        connector = trainer._checkpoint_connector
+        dump = connector.dump_checkpoint
+        if getattr(dump, "__self__", None) is not connector:
+            return  # wrapped at an earlier stage's set-up (fit, then test)
+
+        def dump_plain(weights_only=None) -> dict:
+            return self.make_plain(dump(weights_only))
+
+        connector.dump_checkpoint = dump_plain
+
+    def make_plain(self, checkpoint: dict) -> dict:
         for key, type_key, config in self.configs:
             if key in checkpoint:
                 checkpoint[key] = plain(checkpoint[key], config)
                 checkpoint.pop(type_key, None)  # a DictConfig's class: now a plain dict
+        return checkpoint
 
 
 def plain(value, config=None):
