@@ -32,6 +32,7 @@ from dtrain.parallel.dims import ParallelDims
 from dtrain.parallel.tensor_parallel import apply_tensor_parallel, check_plan
 from dtrain.tasks.base import mark_no_decay
 
+
 @dataclass(frozen=True)
 class ParallelOptions:
     """`runtime.activation_checkpointing` and `runtime.compile`."""
@@ -53,10 +54,7 @@ def parallelize(net: nn.Module, dims: ParallelDims, options: ParallelOptions, me
     if mesh is not None and dims.tensor > 1:
         apply_tensor_parallel(net, mesh["tensor_parallel"])
     if options.activation_checkpointing:
-        blocks = repeated_blocks(net)
-        if not blocks:
-            raise ConfigError("runtime.activation_checkpointing", f"{type(net).__name__} has no repeated blocks to checkpoint; set it to false")
-        for block in blocks:
+        for block in blocks_to_checkpoint(net):
             checkpoint_forward(block)
     if options.compile:  # in place: parameter names (and checkpoints) stay as they are
         units = net.pipeline_layers() if dims.pipeline > 1 else [net]  # a pipeline stage runs its layers, not the net
@@ -97,8 +95,8 @@ class Parallelize(Callback):
         the tensor size (every rank raises the same one-line error)."""
         for net in nets_of(module):
             check_plan(net, self.dims.tensor)
-            if self.options.activation_checkpointing and not repeated_blocks(net):
-                raise ConfigError("runtime.activation_checkpointing", f"{type(net).__name__} has no repeated blocks to checkpoint; set it to false")
+            if self.options.activation_checkpointing:
+                blocks_to_checkpoint(net)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if id(pl_module) in self._done:  # fit, then test: once
@@ -121,6 +119,14 @@ def repeated_blocks(net: nn.Module) -> list[nn.Module]:
             layer for module in net.modules() if isinstance(module, nn.Sequential)
             for layer in module if not isinstance(layer, nn.Sequential) and any(True for _ in layer.parameters())
         ]
+    return blocks
+
+
+def blocks_to_checkpoint(net: nn.Module) -> list[nn.Module]:
+    """`net`'s repeated blocks, or a ConfigError if it has none to checkpoint."""
+    blocks = repeated_blocks(net)
+    if not blocks:
+        raise ConfigError("runtime.activation_checkpointing", f"{type(net).__name__} has no repeated blocks to checkpoint; set it to false")
     return blocks
 
 
