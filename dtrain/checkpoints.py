@@ -5,14 +5,16 @@ A checkpoint is a pickle, and unpickling can call any function the file names. E
 opened with torch's weights-only unpickler (tensors, plain containers and numbers only); so are
 the pickles inside sharded checkpoint folders (DeepSpeed's `*.pt`, torch-DCP's `.metadata` and
 the non-tensor items of its `.distcp` files), before the loaders of DeepSpeed and torch-DCP,
-which unpickle them fully, ever see the folder. `runtime.trust_checkpoints=true`, given on the
-command line, lifts this (`trusting`).
+which unpickle them fully, ever see the folder; and within `trusting` those loaders' own loads are
+weights-only too, so a file swapped after its check is refused all the same.
+`runtime.trust_checkpoints=true`, given on the command line, lifts this (`trusting`).
 """
 
 import io
 import logging
 import pickle
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -42,16 +44,82 @@ class NotACheckpoint(RuntimeError):
 
 @contextmanager
 def trusting(trust: bool) -> Iterator[None]:
-    """Within: checkpoints are loaded fully (`runtime.trust_checkpoints=true`)."""
+    """Within: checkpoints are loaded fully (`runtime.trust_checkpoints=true`), or else weights-only,
+    the loads of DeepSpeed's and torch-DCP's own loaders included (_sharded_loaders_weights_only)."""
     token = _trusted.set(bool(trust))
     try:
-        yield
+        with _sharded_loaders_weights_only():
+            yield
     finally:
         _trusted.reset(token)
 
 
 def trusted() -> bool:
     return _trusted.get()
+
+
+# DeepSpeed's checkpoint engine and torch-DCP unpickle their files fully (torch.load with
+# weights_only=False; pickle.load of DCP's `.metadata`). check_safe checks those files first, but
+# one replaced between that check and their load would still run its code: so, within `trusting`,
+# the loads these two make are weights-only themselves (DeepSpeed's data classes allowed, the
+# `.metadata` read by check_safe's unpickler), and what they read is what is checked.
+_DCP = "torch.distributed.checkpoint."
+_SHARDED_LOADERS = ("deepspeed.", _DCP)
+
+
+@contextmanager
+def _sharded_loaders_weights_only() -> Iterator[None]:
+    import torch
+
+    if getattr(torch.load, "_dtrain_checked", False):  # an enclosing `trusting` did it
+        yield
+        return
+    originals = torch.load, pickle.load
+    torch.load = _checked(torch.load, _torch_load_weights_only, _SHARDED_LOADERS)
+    pickle.load = _checked(pickle.load, _metadata_load, _DCP)  # DCP's one pickle.load: its `.metadata`
+    try:
+        yield
+    finally:
+        torch.load, pickle.load = originals
+
+
+def _checked(load, checked_load, callers: str | tuple[str, ...]):
+    """`load`, but `checked_load` when code in the modules `callers` calls it and checkpoints are not trusted."""
+
+    def dispatch(*args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if trusted() or not caller.startswith(callers):
+            return load(*args, **kwargs)
+        return checked_load(load, *args, **kwargs)
+
+    dispatch._dtrain_checked = True
+    return dispatch
+
+
+def _torch_load_weights_only(torch_load, f, *args, **kwargs):
+    import torch
+
+    kwargs.update(weights_only=True)
+    allowed = _deepspeed_classes() if "deepspeed" in sys.modules else []
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch_load(f, *args, **kwargs)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise
+        raise UnsafeCheckpoint(_name(f, "a torch-DCP item"), _refused_global(str(error))) from None
+
+
+def _metadata_load(_, file):
+    try:
+        return _MetadataUnpickler(file).load()
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(_name(file, "a torch-DCP .metadata"), _refused_global(str(error))) from None
+
+
+def _name(f, otherwise: str) -> Path:
+    """The path of what a loader opened: a path, a file's name, or (an item read into memory) `otherwise`."""
+    return Path(f if isinstance(f, (str, Path)) else getattr(f, "name", otherwise))
 
 
 def load_checkpoint(path: Path | str, mmap: bool = False) -> dict:
