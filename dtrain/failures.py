@@ -1,6 +1,6 @@
 """Failures met while training that have a known cause and fix (out of memory, a full disk, a
 data loader worker that died, a label the net has no class for, a sample that cannot be read,
-another rank that died or hung), turned into dtrain's one-line errors (exit 2) instead of
+another rank that died or hung, a checkpoint that would run code), turned into dtrain's one-line errors (exit 2) instead of
 tracebacks."""
 
 import errno
@@ -90,6 +90,10 @@ def as_config_error(error: BaseException, run_dir: Path | None = None) -> Config
         died = peer_died(text, run_dir)
         if died is not None:
             return died
+    from dtrain.checkpoints import TRUST_KEY, UnsafeCheckpoint
+
+    if isinstance(error, UnsafeCheckpoint):  # a sharded checkpoint's file replaced after dtrain checked it
+        return ConfigError(TRUST_KEY, f"{error}, so it was not loaded; remove it, or give {TRUST_KEY}=true on the command line if you trust it")
     if isinstance(error, IndexError) and re.search(r"Target -?\d+ is out of bounds", text):
         return ConfigError("data", f"a label is outside the net's classes ({first}); labels must be 0 to num_classes - 1 "
                                    "(model.num_classes, or the data's shapes.num_classes)")

@@ -79,3 +79,11 @@ def test_dcp_metadata_swapped_after_the_check_is_refused(tmp_path):
     with trusting(False), pytest.raises(CheckpointException, match="would run code"):
         dcp.load({"state_dict": {"weight": torch.zeros(2, 4)}}, checkpoint_id=folder, no_dist=True)
     assert not marker.exists(), "torch-DCP ran the swapped .metadata's code"
+
+
+def test_a_refused_load_inside_a_run_ends_in_one_line(tmp_path):
+    from dtrain.failures import known_failures
+
+    with pytest.raises(Exception) as refused, known_failures():
+        raise UnsafeCheckpoint(tmp_path / "last.ckpt" / "mp_rank_00_model_states.pt", "it names posix.system")
+    assert str(refused.value).startswith("runtime.trust_checkpoints: ") and "mp_rank_00_model_states.pt would run code" in str(refused.value)
