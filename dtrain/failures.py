@@ -1,7 +1,7 @@
 """Failures met while training that have a known cause and fix (out of memory, a full disk, a
 data loader worker that died, a label the net has no class for, a sample that cannot be read,
-another rank that died or hung, a checkpoint that would run code), turned into dtrain's one-line errors (exit 2) instead of
-tracebacks."""
+another rank that died or hung, a checkpoint that would run code), turned into dtrain's one-line
+errors (exit 2) instead of tracebacks."""
 
 import errno
 import re
