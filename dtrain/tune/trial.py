@@ -36,12 +36,17 @@ def _optimizer_keys(plan: Plan) -> list[str]:
 
 
 def trial_config(plan: Plan, config: dict, trial_id: str) -> DictConfig:
-    from dtrain.checkpoints import newest_valid_checkpoint
+    """The trial's run config: a resume of its own directory once that holds a checkpoint."""
     from dtrain.config.compose import compose
 
     trial_dir = plan.trial_dir(trial_id)
-    cfg = compose(trial_overrides(plan, config, trial_id), run_dir=trial_dir)
-    if newest_valid_checkpoint(trial_dir) is not None:  # a retry, or a restarted sweep: dtrain's resume
+    return resuming_if_checkpointed(compose(trial_overrides(plan, config, trial_id), run_dir=trial_dir), trial_dir)
+
+
+def resuming_if_checkpointed(cfg: DictConfig, trial_dir: Path) -> DictConfig:
+    from dtrain.checkpoints import newest_valid_checkpoint
+
+    if newest_valid_checkpoint(trial_dir) is not None:  # a retry, a restarted sweep or an exploit: dtrain's resume
         with open_dict(cfg):
             cfg.resume = str(trial_dir)
     return cfg
@@ -109,6 +114,7 @@ def run_trial(config: dict, plan: Plan) -> None:
     from ray import tune
 
     from dtrain.checkpoints import TRUST_KEY, trusting
+    from dtrain.config.compose import compose
     from dtrain.train import run
 
     _enter(plan)
@@ -118,9 +124,10 @@ def run_trial(config: dict, plan: Plan) -> None:
         return
     record_node(trial_dir)
     overrides = trial_overrides(plan, config, trial_id)
-    with trusting(f"{TRUST_KEY}=true" in overrides):  # as the run itself trusts checkpoints: on the command line
+    cfg = compose(overrides, run_dir=trial_dir)
+    with trusting(OmegaConf.select(cfg, TRUST_KEY, default=False) is True):  # the donor is trusted as the run's own files are
         take_over_donor(trial_dir, trial_id, tune.get_checkpoint(), overrides)
-    run(trial_config(plan, config, trial_id))
+    run(resuming_if_checkpointed(cfg, trial_dir))  # the donor's weights, once taken over, are this run's newest checkpoint
     mark_finished(trial_dir)
 
 

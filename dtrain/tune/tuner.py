@@ -44,7 +44,7 @@ def param_space(plan: Plan) -> dict:
 def _searcher(plan: Plan):
     """Optuna's TPE, or Tune's own variant generator (random and grid); `sweep.seed` seeds either."""
     s = plan.settings
-    seed = None if s.get("seed") is None else int(s["seed"])
+    seed = s.get("seed")  # validated by check_algorithms
     if s["search"] == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -115,9 +115,11 @@ def build_tuner(plan: Plan):
     if tune.Tuner.can_restore(str(plan.sweep_dir)):
         return tune.Tuner.restore(str(plan.sweep_dir), trainable(plan), resume_unfinished=True, resume_errored=True, param_space=param_space(plan))
     num_samples = 1 if s["search"] == "grid" else int(s["num_samples"])
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     searcher = _searcher(plan)
     # Tune applies max_concurrent_trials to a Searcher; a variant generator takes it itself (above).
-    max_concurrent = None if type(searcher).__name__ == "BasicVariantGenerator" else s.get("max_concurrent_trials")
+    max_concurrent = None if isinstance(searcher, BasicVariantGenerator) else s.get("max_concurrent_trials")
     tune_config = tune.TuneConfig(
         metric=s["metric"], mode=s["mode"], num_samples=num_samples, search_alg=searcher, scheduler=_scheduler(plan),
         max_concurrent_trials=max_concurrent, reuse_actors=plan.workers == 1, trial_dirname_creator=_dirname,
