@@ -39,6 +39,7 @@ FAULTS = {
 # Cells only tests marked `faults` cover (`bash scripts/test.sh -m faults`); .ci/run does not run them.
 OUTSIDE_CI = {
     ("sigkill_mid_epoch", "deepspeed_zero2"), ("sigkill_mid_epoch", "deepspeed_zero3"), ("sigkill_mid_epoch", "model_parallel"),
+    ("sigkill_mid_epoch", "pipeline"),
     ("rank_killed", "fsdp"), ("rank_killed", "deepspeed_zero2"), ("rank_killed_torchrun", "ddp"), ("rank_killed_torchrun", "deepspeed_zero2"),
     ("sigterm", "ddp"), ("ctrl_c", "ddp"), ("nan_loss", "ddp"),
 }
