@@ -91,17 +91,22 @@ def timed(hook):
 
 
 def dispatch_seconds(trainer, calls: int = 20_000) -> float:
-    """What Lightning spends to call one hook of one callback that does nothing (its profiler
-    context, the lookup): every callback pays it for every hook of every step."""
+    """What Lightning spends to call one hook of one more callback that does nothing (its
+    profiler context, the lookup): a hook called with one no-op callback in the list against
+    the same call with none, so the part of the call every hook pays anyway is not counted."""
     from lightning.pytorch.trainer import call
 
-    callbacks = trainer.callbacks[:]
-    trainer.callbacks[:] = [Callback()]
-    try:
+    def per_call(callbacks: list) -> float:
+        trainer.callbacks[:] = callbacks
         start = time.perf_counter()
         for _ in range(calls):
             call._call_callback_hooks(trainer, "on_before_zero_grad", None)
         return (time.perf_counter() - start) / calls
+
+    callbacks = trainer.callbacks[:]
+    try:
+        per_call([Callback()])  # warm-up
+        return max(0.0, statistics.median(per_call([Callback()]) - per_call([]) for _ in range(5)))
     finally:
         trainer.callbacks[:] = callbacks
 
@@ -119,8 +124,9 @@ def interleaved(model: str, steps: int, block: int, overrides: list[str]) -> dic
         cfg = compose(args, run_dir=Path(tmp) / "run")
         run(cfg)
     result = {"steps_timed_on": len(TIMES[True]["cpu"]), "steps_timed_off": len(TIMES[False]["cpu"])}
-    # Direct: the time inside Records' hooks plus Lightning's dispatch of its six step hooks, per
-    # step it was on, against the step without it (not disturbed by the machine's drifts).
+    # Direct: the time inside Records' hooks plus Lightning's dispatch of its six step hooks to
+    # one more callback, per step it was on, against the step without it (not disturbed by the
+    # machine's drifts).
     inside = trimmed_mean(HOOK_SECONDS)
     dispatch = len(STEP_HOOKS) * DISPATCH_SECONDS[-1]
     off = trimmed_mean(TIMES[False]["wall"])

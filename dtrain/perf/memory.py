@@ -36,11 +36,11 @@ class PeakMemory(RecordPart):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
 
-    def _peaks(self, trainer) -> dict[str, torch.Tensor]:
+    def _peaks(self, trainer) -> dict[str, float | torch.Tensor]:
         device = trainer.strategy.root_device
-        peaks = {key: torch.tensor(value, device=device) for key, value in peak_memory(device).items()}
-        if trainer.world_size > 1:
-            peaks = {key: trainer.strategy.reduce(value, reduce_op="max") for key, value in peaks.items()}
+        peaks = peak_memory(device)
+        if trainer.world_size > 1:  # the largest over ranks: a collective of device tensors
+            peaks = {key: trainer.strategy.reduce(torch.tensor(value, device=device), reduce_op="max") for key, value in peaks.items()}
         return peaks
 
     def batch_end(self, trainer, pl_module, batch, logging: bool, figures: dict) -> None:

@@ -12,6 +12,8 @@ def gradient_norm(parameters) -> torch.Tensor | None:
     if not grads:
         return None
     plain = [g for g in grads if not hasattr(g, "full_tensor")]
+    if len(plain) == len(grads):  # no DTensor: torch's own fused norm is the whole answer
+        return torch.nn.utils.get_total_norm(plain, norm_type=2.0)
     squares = [torch.nn.utils.get_total_norm(plain, norm_type=2.0) ** 2] if plain else []
     # DTensor gradients (FSDP2, tensor parallel) live on different meshes: one norm each, made
     # whole by a collective (every rank runs this on the same steps).
