@@ -2,10 +2,10 @@
 (issue: Performance, 5; goal: under 5% for each).
 
 Each model option (conf/model/*.yaml) trains with its own default data, trainer and callbacks for
-`--steps` optimizer steps; `callbacks.records` measures, per logging window, the time between one
-training batch's end and the next one's start (the loader's fetch and Lightning's hooks between
-batches; epoch boundaries and validation excluded) as a share of the window
-(`train/data_wait_frac`), and its median over the run lands in summary.json. The JSON gives it
+`--steps` optimizer steps; `callbacks.records` measures, per logging window, the time Lightning's
+loop spent fetching training batches (dtrain's default profiler keeps it; epoch boundaries and
+validation excluded) as a share of the window (`train/data_wait_frac`), and its median over the
+run lands in summary.json. The JSON gives it
 per model, with the median step time beside it.
 
     .venv/bin/python benchmarks/data_wait.py [--models mlp cnn ...] [--steps 60]

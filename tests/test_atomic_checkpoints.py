@@ -87,10 +87,12 @@ def step_of(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
+# .ci/run kills one save of each kind (issue 11's CI allowance); the other two points are marked
+# `faults` (`bash scripts/test.sh -m faults tests/test_atomic_checkpoints.py`, about 40 s).
 CASES = [
     pytest.param([], "writing", "last.ckpt", id="file-half-written"),
-    pytest.param([], "install", "last.ckpt", id="file-before-rename"),
-    pytest.param(SHARDED, "marker", "last.ckpt", id="folder-before-marker"),
+    pytest.param([], "install", "last.ckpt", id="file-before-rename", marks=pytest.mark.faults),
+    pytest.param(SHARDED, "marker", "last.ckpt", id="folder-before-marker", marks=pytest.mark.faults),
     pytest.param(SHARDED, "rename", "last.replaced.ckpt", id="folder-between-renames"),
 ]
 

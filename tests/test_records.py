@@ -4,6 +4,7 @@ large matmuls on the CPU, the time spent waiting for data, the convergence summa
 import csv
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dtrain.callbacks.records import Records
 from dtrain.perf.convergence import convergence_summary
+from dtrain.perf.fetch_timer import FetchTimer
 from dtrain.perf.throughput import Throughput
 from dtrain.perf.flops import count_training_flops
 from dtrain.perf.peak import dense_peak_correction
@@ -79,14 +81,14 @@ def logged(run_dir, key: str) -> list[float]:
     return [float(row[key]) for row in rows if row.get(key)]
 
 
-def fit(tmp_path, module, data, steps: int, batch_size: int = 256) -> Throughput:
+def fit(tmp_path, module, data, steps: int, batch_size: int = 256, profiler=None, callbacks=()) -> Throughput:
     """Lightning's loop with dtrain's throughput record alone, metrics to CSV."""
     from lightning.pytorch.loggers import CSVLogger
 
     throughput = Throughput(cache_dir=str(tmp_path / "cache"))
     trainer = L.Trainer(
-        default_root_dir=tmp_path, accelerator="cpu", max_steps=steps, log_every_n_steps=1, callbacks=[Records({"throughput": throughput})],
-        logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        default_root_dir=tmp_path, accelerator="cpu", max_steps=steps, log_every_n_steps=1, callbacks=[Records({"throughput": throughput}), *callbacks],
+        logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, profiler=profiler,
     )
     trainer.fit(module, DataLoader(data, batch_size=batch_size))
     return throughput
@@ -121,10 +123,43 @@ class SlowDataset(Dataset):
         return torch.randn(8), torch.randn(1)
 
 
-def test_a_slow_dataset_shows_as_data_wait(tmp_path):
-    fit(tmp_path, SumOfOutputs(nn.Linear(8, 1)), SlowDataset(), steps=10, batch_size=4)
+@pytest.mark.parametrize("profiler", ["dtrain", "lightning"])
+def test_a_slow_dataset_shows_as_data_wait(tmp_path, profiler):
+    """Measured from the fetches (dtrain's profiler) or, under another profiler, from the gaps between batches."""
+    fit(tmp_path, SumOfOutputs(nn.Linear(8, 1)), SlowDataset(), steps=10, batch_size=4, profiler=FetchTimer() if profiler == "dtrain" else None)
     wait = logged(tmp_path, "train/data_wait_frac")
     assert len(wait) >= 5 and min(wait) > 0.5, wait
+
+
+class SlowBookkeeping(Callback):
+    """Work between batches that is not loading data: 20 ms after each batch, against a step of well under 1 ms."""
+
+    def on_train_batch_end(self, *args) -> None:
+        import time
+
+        time.sleep(0.02)
+
+
+def test_work_between_batches_is_not_data_wait(tmp_path):
+    data = TensorDataset(torch.randn(64, 8), torch.randn(64, 1))
+    fit(tmp_path, SumOfOutputs(nn.Linear(8, 1)), data, steps=12, batch_size=4, profiler=FetchTimer(), callbacks=[SlowBookkeeping()])
+    wait = logged(tmp_path, "train/data_wait_frac")
+    assert len(wait) >= 5 and max(wait) < 0.1, wait
+
+
+def test_the_fetch_timer_keeps_training_fetches_only():
+    timer = FetchTimer()
+    with timer.profile("[Callback]Records.on_train_batch_end"):  # a hook call: nothing recorded, nothing started
+        assert timer._fetch_start is None
+    timer.start("[_EvaluationLoop].val_next")
+    timer.stop("[_EvaluationLoop].val_next")
+    assert timer.fetch_seconds == 0.0
+    timer.start("[_TrainingEpochLoop].train_dataloader_next")
+    import time
+
+    time.sleep(0.01)
+    timer.stop("[_TrainingEpochLoop].train_dataloader_next")
+    assert 0.01 <= timer.fetch_seconds < 1.0
 
 
 def test_convergence_summary_for_a_loss_and_an_accuracy():

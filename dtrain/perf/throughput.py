@@ -3,7 +3,10 @@ achieved TFLOP/s and model FLOPs utilisation, per logging step and as a run summ
 
 Counts batches, not optimizer steps (a GAN steps two optimizers per batch). Timing is host
 time between logging steps; only logging steps synchronise with the device, so no other
-step pays for the measurement. The FLOPs of one training batch are counted once, on a meta
+step pays for the measurement. The data wait is the time Lightning's fetches of training
+batches took, as dtrain's default profiler (dtrain.perf.fetch_timer) keeps it; under another
+profiler, the whole gap between one batch's end and the next one's start (which holds
+Lightning's own work between batches too). The FLOPs of one training batch are counted once, on a meta
 copy of the module made before the strategy wraps or shards it (dtrain.perf.flops).
 """
 
@@ -13,6 +16,7 @@ import warnings
 
 import torch
 
+from dtrain.perf.fetch_timer import FetchTimer
 from dtrain.perf.part import RecordPart
 
 HISTORY_LIMIT = 10_000  # logged values kept per figure (they travel in every checkpoint)
@@ -47,6 +51,8 @@ class Throughput(RecordPart):
         self._batches = 0
         self._wait = 0.0
         self._skip_gap = True
+        self._fetch_timer = None  # dtrain's profiler, when the trainer has it
+        self._fetched = 0.0  # its fetch seconds already counted
 
     # -- set-up: sizes, peak, the module to count FLOPs on ------------------------------------
     def setup(self, trainer, pl_module) -> None:
@@ -54,6 +60,7 @@ class Throughput(RecordPart):
         from dtrain.perf.peak import peak_flops
 
         self.dp_size, self.world_size = dims_of(trainer).data_parallel, trainer.world_size
+        self._fetch_timer = trainer.profiler if isinstance(trainer.profiler, FetchTimer) else None
         self.params = sum(p.numel() for p in pl_module.parameters())  # whole, before any sharding
         self.peak, self.peak_source = peak_flops(trainer, self.cache_dir)
         if self.count_flops:
@@ -86,13 +93,16 @@ class Throughput(RecordPart):
         if self._meta is not None:
             self._count_flops(pl_module, batch)
         now = time.perf_counter()
+        fetched = self._fetch_timer.fetch_seconds if self._fetch_timer is not None else None
         if self._last_end is not None:
             gap = now - self._last_end
             if self._skip_gap:
                 if self._window_start is not None:
                     self._window_start += gap
             else:
-                self._wait += gap
+                self._wait += gap if fetched is None else fetched - self._fetched
+        if fetched is not None:
+            self._fetched = fetched  # a fetch in a skipped gap (an epoch's first) is not counted either
         self._skip_gap = False
 
     def batch_end(self, trainer, pl_module, batch, logging: bool, figures: dict) -> None:
