@@ -6,8 +6,8 @@ time between logging steps; only logging steps synchronise with the device, so n
 step pays for the measurement. The data wait is the time Lightning's fetches of training
 batches took, as dtrain's default profiler (dtrain.perf.fetch_timer) keeps it; under another
 profiler, the whole gap between one batch's end and the next one's start (which holds
-Lightning's own work between batches too). The FLOPs of one training batch are counted once, on a meta
-copy of the module made before the strategy wraps or shards it (dtrain.perf.flops).
+Lightning's own work between batches too). The FLOPs of one training batch are counted once,
+on a meta copy of the module made before the strategy wraps or shards it (dtrain.perf.flops).
 """
 
 import statistics
