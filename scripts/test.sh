@@ -11,8 +11,15 @@ bash scripts/setup.sh test
 if [ $# -gt 0 ]; then
   tests='.venv/bin/python -m pytest "$@"'  # sh -c gets the arguments as its own, each one whole
 else
-  # --durations: each stage's slowest tests, for keeping .ci/run within its time
-  tests='.venv/bin/python -m pytest -q --durations=20 -m "not slow and not bars and not faults" && .venv/bin/python -m pytest -q --durations=20 -m "slow and not bars and not faults" && .venv/bin/python -m pytest -q -m bars'
+  # A pytest-xdist worker per core (at most 4), each taking a whole file at a time so a file's
+  # shared runs and clusters start once; each worker's runs compute on one thread (conftest.py).
+  # --durations: each stage's slowest tests, for keeping .ci/run within its time. The fault
+  # matrix's test reads what every other stage recorded, so it runs alone, after them.
+  pytest='.venv/bin/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile'
+  tests="$pytest --durations=20 -m 'not slow and not bars and not faults' \
+    && $pytest --durations=20 -m 'slow and not bars and not faults' --deselect tests/test_fault_matrix.py \
+    && $pytest -m bars \
+    && .venv/bin/python -m pytest -q -m 'slow and not faults' tests/test_fault_matrix.py"
 fi
 if unshare -n true 2>/dev/null; then
   exec unshare -n sh -c "ip link set lo up && $tests" sh "$@"

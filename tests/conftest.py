@@ -11,6 +11,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs a pytest-xdist worker per core: one thread each (before torch loads)
+    # keeps the cores from being oversubscribed, and every run's `runtime.threads=auto` the same
+    # whatever the other workers are doing, so runs a test compares bitwise reduce alike.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The longest files first, so that pytest-xdist's workers (scripts/test.sh, one file each at a
+# time) end together instead of one of them finishing these alone.
+LONGEST_FIRST = ("test_tune.py", "test_cli.py", "test_ddp.py", "test_training_options.py", "test_strategies_sharded.py",
+                 "test_resume.py", "test_resume_strategies.py", "test_dead_rank.py", "test_models_vision.py", "test_models_sequence.py")
 
 
 @pytest.fixture
@@ -89,6 +99,13 @@ def fault_record(request):
 
 
 def pytest_collection_modifyitems(items):
-    """The fault matrix's test reads what the other tests recorded: it runs last."""
-    last = [item for item in items if item.nodeid.startswith("tests/test_fault_matrix.py")]
-    items[:] = [item for item in items if item not in last] + last
+    """The longest files first; the fault matrix's test reads what the other tests recorded: it
+    runs last (scripts/test.sh runs it on its own, after the workers)."""
+
+    def order(item) -> int:
+        name = item.nodeid.split("::", 1)[0].rpartition("/")[2]
+        if name == "test_fault_matrix.py":
+            return len(LONGEST_FIRST) + 1
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=order)  # stable: each file's tests keep their order

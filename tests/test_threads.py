@@ -94,11 +94,12 @@ main()
 @pytest.mark.slow
 def test_ddp_ranks_share_the_cores_and_a_resumed_run_keeps_the_count(tmp_path):
     probe = tmp_path / "probe"
+    env = {k: v for k, v in child_env().items() if k != "OMP_NUM_THREADS"}  # auto's own share, not a test worker's one thread
     first = subprocess.run(
         [sys.executable, "-c", WRAPPED_MAIN, "--", "model=mlp", "budget=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=2", "test=false",
          "logger=[csv]", "trainer.enable_progress_bar=false", f"paths.runs_dir={tmp_path / 'runs'}",
          "+callbacks.threads_probe._target_=tests.test_threads.ThreadsProbe", f"+callbacks.threads_probe.folder={probe}"],
-        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert first.returncode == 0, first.stderr[-3000:]
     checks = [line for line in first.stderr.splitlines() if line.startswith("torch loaded before the wait policy:")]
@@ -113,7 +114,7 @@ def test_ddp_ranks_share_the_cores_and_a_resumed_run_keeps_the_count(tmp_path):
     # One process now (auto would take every core), yet the run keeps the count its weights were reduced with.
     again = subprocess.run(
         [sys.executable, "-m", "dtrain", f"resume={run_dir}", "trainer.devices=1", "trainer.max_steps=3"],
-        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((probe / "rank0.jsonl").read_text().splitlines()[-1])
