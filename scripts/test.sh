@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (see setup.sh) and runs the test suite in three stages: the default tests, the slow
 # ones (long multi-process runs), then the convergence bars (every model reaching its bar, with
-# its time to the bar printed at the end). Pass pytest arguments to run a subset instead, e.g.
-# `-m bars -k vision`.
+# its time to the bar printed at the end), then the README's fault matrix against what they found.
+# Pass pytest arguments to run a subset instead, in one process, e.g. `-m bars -k vision`.
 # Inside a loopback-only network namespace where we may make one, since Ray otherwise probes
 # and binds the machine's external interface.
 set -euo pipefail
