@@ -98,6 +98,15 @@ class AtomicCheckpoint(ModelCheckpoint):
         # atomic saves) resumes with its best and last paths.
         return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
 
+    @property
+    def state_key(self) -> str:
+        # Lightning formats the key (a repr of five settings fixed at init) for every hook it
+        # calls, every step: formatted once.
+        key = getattr(self, "_state_key", None)
+        if key is None:
+            key = self._state_key = super().state_key
+        return key
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         local = self.dirpath is not None and _is_local_file_protocol(self.dirpath)
