@@ -47,13 +47,7 @@ class NonFiniteGuard(Callback):
             return  # watched through the gradients instead
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            if loss.device.type == "cpu" and trainer.world_size == 1 and loss.numel() == 1:
-                # Read directly (free here): one op, where isfinite().all() took two and, their
-                # code pushed out of the CPU caches by the step's math, about 0.1 ms.
-                if self._first_bad is None and not math.isfinite(loss.item()):
-                    self._first_bad = torch.tensor(logged_step(trainer))
-            else:
-                self._note(trainer, loss.detach().isfinite().all())
+            self._note(trainer, loss.detach())
         if is_logging_step(trainer):
             self._stop_if_bad(trainer)
 
@@ -63,13 +57,12 @@ class NonFiniteGuard(Callback):
         norm = gradient_norm(p for group in optimizer.param_groups for p in group["params"])
         if norm is None:
             return
-        finite = norm.isfinite()  # a NaN or inf in any gradient makes the norm one
         if not self.skip:
-            self._note(trainer, finite)
+            self._note(trainer, norm)  # a NaN or inf in any gradient makes the norm one
             if is_logging_step(trainer):
                 self._stop_if_bad(trainer)
             return
-        if not bool(finite):  # the per-step synchronisation skipping needs
+        if not bool(norm.isfinite()):  # the per-step synchronisation skipping needs
             self.skipped += 1
             for group in optimizer.param_groups:
                 for p in group["params"]:
@@ -78,15 +71,19 @@ class NonFiniteGuard(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({"train/nonfinite_skipped": float(self.skipped)}, step=logged_step(trainer))
 
-    def _note(self, trainer, finite: torch.Tensor) -> None:
-        """Remember the first step whose loss was not finite, without reading it on the host
-        (in one CPU process reading it is free; several processes keep it as a tensor, so that
-        every rank joins the same reduction when it is read)."""
-        device = finite.device
+    def _note(self, trainer, values: torch.Tensor) -> None:
+        """Remember the first step whose loss (or gradient norm) was not finite, without reading
+        it on the host (in one CPU process reading it is free; several processes keep it as a
+        tensor, so that every rank joins the same reduction when it is read)."""
+        device = values.device
         if device.type == "cpu" and trainer.world_size == 1:
-            if self._first_bad is None and not bool(finite):
+            # A scalar is read in one op, where isfinite().all() took two and, their code pushed
+            # out of the CPU caches by the step's math, about 0.1 ms.
+            finite = math.isfinite(values.item()) if values.numel() == 1 else bool(values.isfinite().all())
+            if self._first_bad is None and not finite:
                 self._first_bad = torch.tensor(logged_step(trainer))
             return
+        finite = values.isfinite().all()
         bad_now = torch.where(finite, torch.tensor(-1, device=device), torch.tensor(logged_step(trainer), device=device))
         self._first_bad = bad_now if self._first_bad is None else torch.where(self._first_bad >= 0, self._first_bad, bad_now)
 

@@ -18,8 +18,7 @@ class StepSeed(Callback):
     def __init__(self, seed: int):
         self.seed = seed
         self._rank: int | None = None
-        self._epoch: int | None = None
-        self._seeds: dict[int, int] = {}  # batch index -> seed, for the epoch in hand
+        self._seeds: dict[tuple[int, int], int] = {}  # (epoch, batch index) -> seed, for the batches ahead
 
     def on_train_start(self, trainer, pl_module) -> None:
         # The data-parallel rank: tensor-parallel shards of one replica must draw the same dropout.
@@ -41,8 +40,7 @@ class StepSeed(Callback):
             torch.manual_seed(seed)
 
     def _seed(self, epoch: int, batch_idx: int) -> int:
-        if epoch != self._epoch:
-            self._epoch, self._seeds = epoch, {}
-        if batch_idx not in self._seeds:  # the next batches' too (a resumed epoch starts anywhere)
-            self._seeds = {i: step_seed(self.seed, epoch, i, self._rank) for i in range(batch_idx, batch_idx + SEEDS_AT_ONCE)}
-        return self._seeds[batch_idx]
+        if (epoch, batch_idx) not in self._seeds:  # the next batches' too (a resumed epoch starts anywhere)
+            ahead = range(batch_idx, batch_idx + SEEDS_AT_ONCE)
+            self._seeds = {(epoch, i): step_seed(self.seed, epoch, i, self._rank) for i in ahead}
+        return self._seeds[epoch, batch_idx]

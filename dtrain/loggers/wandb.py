@@ -3,6 +3,7 @@ W&B run is and how to sync it, so W&B's own notes go to the log instead), taking
 `logger.wandb.api_key='${oc.env:NAME}'` and keeping every secret out of the run's W&B config."""
 
 import logging
+import sys
 from collections.abc import Mapping
 
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -83,8 +84,6 @@ def skip_launch_inputs_never_staged() -> None:
     job inputs a program staged with `wandb.launch.manage_config_file` / `manage_wandb_config`.
     Those live in the module it imports, so where that module was never imported nothing can be
     staged: the run skips the import, and applies any staged inputs as W&B does."""
-    import sys
-
     from wandb.sdk.wandb_run import Run
 
     apply = getattr(Run, "_detect_and_apply_job_inputs", None)
