@@ -149,3 +149,19 @@ def test_cores_other_processes_keep_busy_while_torch_loads(monkeypatch):
     assert threads.others_busy_cores({0, 1}, lambda: None) == pytest.approx(0.6)
     readings, own = iter([(1000, 400), (1010, 400)]), iter([0.0, 10.0])  # a window too short to say anything
     assert threads.others_busy_cores({0, 1}, lambda: None) == 0.0
+
+
+def test_a_later_run_in_a_warm_process_does_not_wait_for_runs_started_with_the_process(eight_cores, tmp_path, monkeypatch):
+    """The wait for runs started alongside is as long as this run took to announce itself: for a
+    process that loaded torch long ago (a reused sweep actor, this test process), counted from the
+    run's own start, not from the process's (which would always wait the full 2 s)."""
+    from dtrain.launch import core_shares
+
+    monkeypatch.setattr(core_shares, "FOLDER", tmp_path)
+    assert threads._age() > 1  # pytest has run for a while, with torch loaded
+    waits = []
+    monkeypatch.setattr(threads.time, "sleep", waits.append)
+    cfg = OmegaConf.create({"runtime": {"threads": "auto"}})
+    assert threads.settle_threads(cfg, 1, tmp_path / "run") == 8
+    assert len(waits) == 1 and waits[0] < 0.5
+    core_shares.withdraw()

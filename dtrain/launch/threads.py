@@ -191,6 +191,16 @@ def _age() -> float:
         return 0.0
 
 
+def _clock_of_this_run():
+    """Seconds since this run began: since the process started for its first run, since now for
+    a later run in a process that has loaded torch already (a reused sweep actor, a test process,
+    a notebook), whose own start long ago says nothing of when a run beside it began."""
+    if "torch" not in sys.modules:
+        return _age
+    began = time.monotonic()
+    return lambda: time.monotonic() - began
+
+
 def _cores() -> set[int]:
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
@@ -208,14 +218,15 @@ def settle_threads(cfg: DictConfig, processes: int, run_dir: Path) -> int:
     if recorded is not None:
         threads, why = recorded, "kept from the run's saved config"
     elif value == AUTO and not counted:
+        elapsed = _clock_of_this_run()
         core_shares.announce(_cores())
-        announced = _age()
+        announced = elapsed()
         # The second or two torch takes to load: runs started alongside this one announce
         # themselves meanwhile, and what other processes keep busy shows.
         busy = others_busy_cores(_cores(), import_torch)
         # A run started at the same moment reaches its announcement about as late as this one
         # did: wait for it that long (torch's import usually took longer already).
-        time.sleep(max(0.0, min(2.0, 2 * announced - _age())))
+        time.sleep(max(0.0, min(2.0, 2 * announced - elapsed())))
         threads, why = resolve(value, processes)
         idle = max(1, len(_cores()) - round(busy))
         total, others = core_shares.take(_cores(), min(threads * here, idle))
