@@ -163,6 +163,9 @@ def run_hand(case: str, run_dir: Path) -> dict:
 
     cfg = compose_case(case, run_dir)
     net, datamodule, optimizer_factory = built(cfg)
+    # built() loads Lightning, whose import sets this; a loop written by hand never has it, and it
+    # costs every optimizer step on a machine without NVIDIA's driver (dtrain.launch.cuda_probe).
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     optimizer = optimizer_factory(params=decay_groups(net))
     loss_fn = loss_of(case)
     batch = cfg.data.batch_size

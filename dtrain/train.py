@@ -13,6 +13,7 @@ from dtrain.config.user_targets import leave_out_foreign_keys
 from dtrain.config.validate import check_devices, validate
 from dtrain.console.logs import start_logging
 from dtrain.failures import as_config_error, known_failures
+from dtrain.launch.cuda_probe import skip_nvml_where_absent
 from dtrain.launch.local import local_ranks
 from dtrain.launch.threads import settle_threads
 from dtrain.parallel.dims import ParallelDims
@@ -37,6 +38,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    skip_nvml_where_absent()  # set by Lightning's import; on a CPU machine it costs every optimizer step
 
     from dtrain.callbacks.dead_peer import ReportDeadPeer
     from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters

@@ -184,3 +184,19 @@ class HangAt(Callback):
             return
         once.touch()
         time.sleep(3600)
+
+
+class EnvironmentProbe(Callback):
+    """Writes <run>/environment.json: the value of `name` in the environment at each training step."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.seen: list = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        import os
+
+        self.seen.append(os.environ.get(self.name))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (Path(trainer.default_root_dir) / "environment.json").write_text(json.dumps(self.seen))
