@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -194,8 +195,6 @@ class EnvironmentProbe(Callback):
         self.seen: list = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        import os
-
         self.seen.append(os.environ.get(self.name))
 
     def on_train_end(self, trainer, pl_module) -> None:

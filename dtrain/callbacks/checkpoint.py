@@ -30,6 +30,7 @@ link non-atomically (a kill in between leaves the checkpoint it pointed to, whic
 """
 
 import os
+from functools import cached_property
 from pathlib import Path
 from weakref import proxy
 
@@ -98,14 +99,11 @@ class AtomicCheckpoint(ModelCheckpoint):
         # atomic saves) resumes with its best and last paths.
         return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
 
-    @property
+    @cached_property
     def state_key(self) -> str:
         # Lightning formats the key (a repr of five settings fixed at init) for every hook it
         # calls, every step: formatted once.
-        key = getattr(self, "_state_key", None)
-        if key is None:
-            key = self._state_key = super().state_key
-        return key
+        return super().state_key
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
