@@ -42,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     skip_nvml_where_absent()  # set by Lightning's import; on a CPU machine it costs every optimizer step
 
     from dtrain.callbacks.dead_peer import ReportDeadPeer
+    from dtrain.callbacks.frozen_heap import FrozenHeap
     from dtrain.callbacks.plain_hyperparameters import PlainHyperparameters
     from dtrain.callbacks.process_group import ProcessGroupClosedAtExit
     from dtrain.checkpoints import TRUST_KEY, newest_valid_checkpoint, safe_or_none, trusting
@@ -88,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(SanityCheckFailure())  # net_must_fit_data asks it where a failure came from
         callbacks.append(PlainHyperparameters(cfg))  # checkpoints that load weights-only, whatever the module stores
         callbacks.append(ProcessGroupClosedAtExit())  # no abort at exit of a spawned worker
+        callbacks.append(FrozenHeap())  # the garbage collector skips the objects a run starts with while it trains
         loggers = [instantiate(lg) for lg in cfg.get("logger", {}).values() if lg is not None]
         strategy = strategy_with_timeout(cfg.trainer.get("strategy", "auto"), collective_timeout(cfg))  # a hung rank ends the run
         trainer = instantiate(

@@ -199,3 +199,54 @@ class EnvironmentProbe(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         (Path(trainer.default_root_dir) / "environment.json").write_text(json.dumps(self.seen))
+
+
+class FreezeCountProbe(Callback):
+    """Writes <run>/freeze_counts.json: the objects Python's collector leaves alone (gc.freeze) at each training step."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        import gc
+
+        self.seen.append(gc.get_freeze_count())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (Path(trainer.default_root_dir) / "freeze_counts.json").write_text(json.dumps(self.seen))
+
+
+class ValidationProbe(Callback):
+    """Writes <run>/validation.json, one entry per validation of fit: the val/acc the run logged,
+    the accuracy of the module over the whole validation set computed here, and how many times
+    the module's `log` was called from inside its validation steps."""
+
+    def __init__(self):
+        self.entries: list[dict] = []
+        self.step_logs = 0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        log = pl_module.log
+
+        def counting_log(*args, **kwargs):
+            if pl_module._current_fx_name == "validation_step":
+                self.step_logs += 1
+            return log(*args, **kwargs)
+
+        pl_module.log = counting_log  # log_dict logs through it too
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        training = pl_module.training
+        pl_module.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in trainer.datamodule.val_dataloader():
+                correct += int((pl_module(x).argmax(1) == y).sum())
+                total += len(y)
+        pl_module.train(training)
+        self.entries.append({"logged": float(trainer.callback_metrics["val/acc"]), "whole_set": correct / total, "step_logs": self.step_logs})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (Path(trainer.default_root_dir) / "validation.json").write_text(json.dumps(self.entries))

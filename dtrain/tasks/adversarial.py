@@ -115,9 +115,9 @@ class Adversarial(Task):
             divergence = d_real.mean() - d_fake.mean()
         metric = getattr(self, f"{stage}_divergence")
         metric.update(divergence, weight=len(real))
-        self.log(f"{stage}/critic_divergence", metric)
+        self.log_at_epoch_end(f"{stage}/critic_divergence", metric)
         if not self.scores.scores(stage, real):
-            self.log(f"{stage}/loss", metric, prog_bar=True)
+            self.log_at_epoch_end(f"{stage}/loss", metric, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")
@@ -137,7 +137,9 @@ class Adversarial(Task):
         save_grid(self.trainer, self.sample(64), f"samples-{f'epoch{self.current_epoch:03d}' if stage == 'val' else 'test'}")
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("test")

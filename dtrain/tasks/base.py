@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import Metric, MetricCollection
 
 
 class Task(L.LightningModule):
@@ -44,6 +45,7 @@ class Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.decay_norms_and_biases = decay_norms_and_biases
+        self._epoch_metrics: dict[str, tuple[Metric | MetricCollection, bool]] = {}  # see log_at_epoch_end
         if init_from is not None:
             load_matching_weights(self.net, init_from)
 
@@ -69,6 +71,28 @@ class Task(L.LightningModule):
 
         if is_logging_step(self.trainer):
             self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+    def log_at_epoch_end(self, name: str, metric: Metric | MetricCollection, prog_bar: bool = False) -> None:
+        """Log `metric`, a torchmetrics object an evaluation step has just updated, once, when this
+        validation or test epoch ends: the value over the whole epoch, as Lightning gives a metric
+        object logged at every step, without Lightning's logging at every step (0.4 ms a call on
+        a CPU: 2.5 ms a validation batch for a classifier's loss and five metrics, 40% of its
+        validation time on a small MLP). A MetricCollection is logged under its own names."""
+        self._epoch_metrics[name] = (metric, prog_bar)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics()
+
+    def _log_epoch_metrics(self) -> None:
+        for name, (metric, prog_bar) in self._epoch_metrics.items():
+            if isinstance(metric, MetricCollection):
+                self.log_dict(metric, prog_bar=prog_bar)
+            else:
+                self.log(name, metric, prog_bar=prog_bar)
+        self._epoch_metrics.clear()
 
     # Training steps repeat with this period in batch_idx (a GAN steps its generator once every
     # `critic_steps` batches): the FLOPs of a training batch are averaged over one period.

@@ -38,8 +38,8 @@ class Classification(Task):
         logits = self.net(x)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
-        self.log(f"{stage}/loss", loss_metric, prog_bar=True)
-        self.log_dict(metrics, prog_bar=stage == "val")
+        self.log_at_epoch_end(f"{stage}/loss", loss_metric, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/metrics", metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metrics, self.val_loss, "val")

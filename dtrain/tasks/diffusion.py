@@ -86,7 +86,7 @@ class Diffusion(Task):
         x = batch[0]
         fixed = torch.Generator(device=x.device).manual_seed(batch_idx)
         metric.update(self.noise_loss(x, fixed, net=self._denoiser()), weight=len(x))
-        self.log(f"{stage}/loss", metric, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/loss", metric, prog_bar=True)
         self.scores.update_real(stage, x)
 
     def validation_step(self, batch, batch_idx):
@@ -128,7 +128,9 @@ class Diffusion(Task):
             self.log_dict(scores)
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("test")

@@ -31,5 +31,5 @@ class GraphClassification(Classification):
         logits, y = self._logits_and_labels(batch)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
-        self.log(f"{stage}/loss", loss_metric, prog_bar=True, batch_size=len(y))
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(y))
+        self.log_at_epoch_end(f"{stage}/loss", loss_metric, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/metrics", metrics, prog_bar=stage == "val")

@@ -47,7 +47,9 @@ class LanguageModel(Task):
         )
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # the metric objects of this epoch's steps
         self._log_epoch(self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()  # the metric objects of this epoch's steps
         self._log_epoch(self.test_loss, "test")

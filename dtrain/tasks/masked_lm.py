@@ -43,8 +43,8 @@ class MaskedLanguageModel(Task):
         loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_masked_acc")
         loss.update(F.cross_entropy(logits, targets), weight=len(targets))
         acc.update(logits, targets)
-        self.log(f"{stage}/loss", loss, prog_bar=True)
-        self.log(f"{stage}/masked_acc", acc, prog_bar=stage == "val")
+        self.log_at_epoch_end(f"{stage}/loss", loss, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/masked_acc", acc, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")

@@ -63,11 +63,11 @@ class Reconstruction(Task):
         for part, values in losses.items():
             if normal.any():
                 getattr(self, f"{stage}_{part}").update(values[normal])
-            self.log(f"{stage}/{part}", getattr(self, f"{stage}_{part}"), prog_bar=part in ("loss", "elbo"))
+            self.log_at_epoch_end(f"{stage}/{part}", getattr(self, f"{stage}_{part}"), prog_bar=part in ("loss", "elbo"))
         if self.anomaly_class is not None:
             auroc = getattr(self, f"{stage}_auroc")
             auroc.update(losses["loss"], (~normal).long())
-            self.log(f"{stage}/auroc", auroc, prog_bar=True)
+            self.log_at_epoch_end(f"{stage}/auroc", auroc, prog_bar=True)
         if self.variational:
             self.scores.update_real(stage, x)
 
@@ -110,7 +110,9 @@ class Reconstruction(Task):
             self.log_dict(scores)
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()  # the metric objects of this epoch's steps
         self._epoch_end("test")

@@ -30,8 +30,8 @@ class Regression(Task):
         prediction = self.net(x)
         loss_metric.update(F.mse_loss(prediction, y), weight=y.numel())
         metrics.update(prediction.flatten(), y.flatten())
-        self.log(f"{stage}/loss", loss_metric, prog_bar=True)
-        self.log_dict(metrics, prog_bar=stage == "val")
+        self.log_at_epoch_end(f"{stage}/loss", loss_metric, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/metrics", metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metrics, self.val_loss, "val")

@@ -48,9 +48,9 @@ class Seq2Seq(Task):
         predicted = self.generate(source, target[:, :1], target.shape[1] - 1)
         token_acc.update(predicted.flatten(), target[:, 1:].flatten())
         exact.update((predicted == target[:, 1:]).all(dim=1).float())
-        self.log(f"{stage}/loss", loss, prog_bar=True)
-        self.log(f"{stage}/token_acc", token_acc)
-        self.log(f"{stage}/exact_match", exact, prog_bar=stage == "val")
+        self.log_at_epoch_end(f"{stage}/loss", loss, prog_bar=True)
+        self.log_at_epoch_end(f"{stage}/token_acc", token_acc)
+        self.log_at_epoch_end(f"{stage}/exact_match", exact, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
