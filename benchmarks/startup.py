@@ -9,6 +9,9 @@ optimizer step, stamped by a callback this file adds). Whether each command impo
 from a `-X importtime` run of it; its five slowest imports (cumulative) are listed beside it.
 The default run's stamps say where its time goes: until the callbacks exist (imports, composing
 and checking the config, the data), Lightning's setup, the sanity check, the first step.
+Beside it, in turns with it, the floor: a process that only imports the libraries the default run
+loads (Hydra, torch, Lightning, torchmetrics, W&B, scikit-learn) and exits; the default run's first
+step less the floor is what dtrain itself adds (composing, checking, data, set-up, W&B's start).
 """
 
 import argparse
@@ -99,10 +102,17 @@ def commands(repeats: int, cwd: Path) -> dict:
     return results
 
 
+FLOOR = "import hydra, torch, lightning.pytorch, torchmetrics, wandb, sklearn.datasets, os; os._exit(0)"  # no teardown: a run is stamped before its own
+
+
 def first_step(repeats: int, cwd: Path) -> dict:
-    """The default run (`python -m dtrain`), from the command to the end of its first optimizer step."""
-    runs = []
+    """The default run (`python -m dtrain`), from the command to the end of its first optimizer
+    step, and the floor (its libraries' imports alone) in turns with it."""
+    runs, floors = [], []
     for i in range(repeats):
+        start = time.time()
+        subprocess.run([sys.executable, "-c", FLOOR], cwd=cwd, env=_env(), check=True)
+        floors.append(time.time() - start)
         stamps = cwd / f"first-step-{i}.json"
         args = [f"paths.runs_dir={cwd / 'runs'}", "test=false", "+callbacks.first_step._target_=benchmarks.startup.FirstStep",
                 f"+callbacks.first_step.path={stamps}"]
@@ -112,7 +122,12 @@ def first_step(repeats: int, cwd: Path) -> dict:
             raise SystemExit(f"the default run failed:\n{done.stderr[-2000:]}")
         runs.append({name: stamp - start for name, stamp in json.loads(stamps.read_text()).items()})
     median = {name: round(statistics.median(run[name] for run in runs), 3) for name in runs[0]}
-    return {"command": "python -m dtrain", "median_s_since_command": median, "first_step_all_s": [round(r["first step"], 3) for r in runs]}
+    firsts = [r["first step"] for r in runs]
+    return {
+        "command": "python -m dtrain", "median_s_since_command": median, "first_step_all_s": [round(s, 3) for s in firsts],
+        "imports_only_floor_s": round(statistics.median(floors), 3), "floor_all_s": [round(s, 3) for s in floors],
+        "first_step_over_floor_s": round(statistics.median(s - f for s, f in zip(firsts, floors)), 3),
+    }
 
 
 def main() -> None:
