@@ -15,7 +15,10 @@ class Task(L.LightningModule):
 
     `optimizer` is a partial taking the parameters (`model.optimizer` in the config);
     `scheduler` an optional partial taking the optimizer and, when it asks for it, the run's
-    number of optimizer steps (`total_steps`). Subclasses define the steps and metrics.
+    number of optimizer steps (`total_steps`). Subclasses define the steps and metrics: an
+    evaluation step updates its torchmetrics objects and notes them with `log_at_epoch_end`,
+    and a subclass that has its own `on_validation_epoch_end` or `on_test_epoch_end` calls
+    the Task's first.
 
     Every task also accepts `init_from` (a checkpoint of another run, e.g. a masked-LM
     pretraining: every net weight whose name and shape match is copied in, a new head keeps its
