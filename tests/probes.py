@@ -8,6 +8,9 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dtrain.tune.files import CHECKPOINT_FILE
+from dtrain.tune.report import TuneReport
+
 
 def fingerprint(batch) -> str:
     """A short hash of a batch's tensors: equal batches, equal fingerprints."""
@@ -250,3 +253,26 @@ class ValidationProbe(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         (Path(trainer.default_root_dir) / "validation.json").write_text(json.dumps(self.entries))
+
+
+class RecordingReport(TuneReport):
+    """dtrain's TuneReport outside Ray: writes <run>/reports.jsonl, a line per report, with what
+    its checkpoint file holds and whether that file was the run's last.ckpt at the time."""
+
+    def __init__(self, keep: int = 2):
+        super().__init__(trial_id="probe", keep=keep)
+
+    def _in_ray(self) -> bool:
+        return True
+
+    def _report(self, trainer, metrics: dict, folder: Path) -> None:
+        from dtrain.checkpoints import load_checkpoint
+
+        file = folder / CHECKPOINT_FILE
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        checkpoint = load_checkpoint(file)
+        (state,) = [s for key, s in checkpoint["callbacks"].items() if key.startswith(type(self).__qualname__)]
+        line = {"metrics": metrics, "linked": last.is_file() and os.path.samefile(file, last),
+                "checkpoint_step": checkpoint["global_step"], "checkpoint_reports": state["reports"]}
+        with open(Path(trainer.default_root_dir) / "reports.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
