@@ -82,10 +82,11 @@ def installed_packages() -> dict:
 
     packages, urls = {}, {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        fields = dist.metadata  # parsed on each access (`dist.version` too): once per distribution
+        name = fields["Name"]
         if not name:
             continue
-        packages[name] = dist.version
+        packages[name] = fields["Version"]
         direct = dist.read_text("direct_url.json")
         if direct:
             try:
