@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
             metrics = {}
             if cfg.get("test", True):
-                best = getattr(trainer.checkpoint_callback, "best_model_path", "")  # None, or a sweep's TuneReport alone
+                best = getattr(trainer.checkpoint_callback, "best_model_path", "")  # none without a ModelCheckpoint (a sweep's TuneReport keeps no best)
                 best = safe_or_none(best) if best else None  # a resumed run's best may be a file it did not write
                 (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=not trust)
             metrics = {key: float(value) for key, value in metrics.items()}
