@@ -276,3 +276,11 @@ class RecordingReport(TuneReport):
                 "checkpoint_step": checkpoint["global_step"], "checkpoint_reports": state["reports"]}
         with open(Path(trainer.default_root_dir) / "reports.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+class SanityCheckValues(Callback):
+    """Writes <run>/sanity_check.json: the values the sanity check left in callback_metrics."""
+
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        values = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        (Path(trainer.default_root_dir) / "sanity_check.json").write_text(json.dumps(values))

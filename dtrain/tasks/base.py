@@ -90,12 +90,26 @@ class Task(L.LightningModule):
         self._log_epoch_metrics()
 
     def _log_epoch_metrics(self) -> None:
+        if self.trainer.sanity_checking:
+            self._compute_quietly()
         for name, (metric, prog_bar) in self._epoch_metrics.items():
             if isinstance(metric, MetricCollection):
                 self.log_dict(metric, prog_bar=prog_bar)
             else:
                 self.log(name, metric, prog_bar=prog_bar)
         self._epoch_metrics.clear()
+
+    def _compute_quietly(self) -> None:
+        """The sanity check's few batches (2 by default) often lack a class, which torchmetrics
+        warns of on every run ("No positive samples in targets", ...): meaningless there. Its
+        metrics compute here with warnings silenced; torchmetrics keeps each result until the
+        next update, and Lightning logs that kept value (callbacks read it until the check ends)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for metric, _ in self._epoch_metrics.values():
+                metric.compute()  # synced across ranks, as Lightning's own compute would
 
     # Training steps repeat with this period in batch_idx (a GAN steps its generator once every
     # `critic_steps` batches): the FLOPs of a training batch are averaged over one period.
