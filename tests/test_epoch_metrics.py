@@ -5,17 +5,10 @@ import json
 
 import pytest
 
-from dtrain.config.compose import compose
-from dtrain.train import run
 
-
-def test_val_metrics_cover_the_whole_set_and_are_logged_at_epoch_end(tmp_path):
-    cfg = compose([
-        "model=mlp", "trainer.max_epochs=2", "logger=[csv]", "test=false", "trainer.enable_progress_bar=false",
-        "+callbacks.probe._target_=tests.probes.ValidationProbe",
-    ], run_dir=tmp_path / "run")
-    run(cfg)
-    entries = json.loads((tmp_path / "run" / "validation.json").read_text())
+def test_val_metrics_cover_the_whole_set_and_are_logged_at_epoch_end(train):
+    _, run_dir = train("model=mlp", "trainer.max_epochs=2", "test=false", "+callbacks.probe._target_=tests.probes.ValidationProbe")
+    entries = json.loads((run_dir / "validation.json").read_text())
     assert len(entries) == 2
     for entry in entries:
         assert entry["logged"] == pytest.approx(entry["whole_set"], abs=1e-6)

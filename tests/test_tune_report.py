@@ -3,17 +3,10 @@ file of that very step, which for a validation that ends an epoch is the last.ck
 
 import json
 
-from dtrain.config.compose import compose
-from dtrain.train import run
 
-
-def test_each_report_carries_its_own_step_and_count_and_links_last_ckpt(tmp_path):
-    cfg = compose([
-        "model=mlp", "trainer.max_epochs=3", "logger=[csv]", "test=false", "trainer.enable_progress_bar=false",
-        "+callbacks.tune_report._target_=tests.probes.RecordingReport",
-    ], run_dir=tmp_path / "run")
-    run(cfg)
-    reports = [json.loads(line) for line in (tmp_path / "run" / "reports.jsonl").read_text().splitlines()]
+def test_each_report_carries_its_own_step_and_count_and_links_last_ckpt(train):
+    _, run_dir = train("model=mlp", "trainer.max_epochs=3", "test=false", "+callbacks.tune_report._target_=tests.probes.RecordingReport")
+    reports = [json.loads(line) for line in (run_dir / "reports.jsonl").read_text().splitlines()]
     assert [r["metrics"]["reports"] for r in reports] == [1, 2, 3]
     assert [r["metrics"]["epoch"] for r in reports] == [0, 1, 2]
     for report in reports:  # the file is the state the report describes, and knows which report it came with
@@ -21,5 +14,5 @@ def test_each_report_carries_its_own_step_and_count_and_links_last_ckpt(tmp_path
         assert report["checkpoint_reports"] == report["metrics"]["reports"]
     # The last epoch's last.ckpt is written when training ends, after its report: that one is saved.
     assert [r["linked"] for r in reports] == [True, True, False]
-    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "reports").iterdir())
+    kept = sorted(p.name for p in (run_dir / "checkpoints" / "reports").iterdir())
     assert len(kept) == 2 and kept[-1] == f"step{reports[-1]['metrics']['step']:08d}"  # keep=2

@@ -92,8 +92,7 @@ class AtomicCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self._rewind_loggers = False
         self._atomic = False  # decided in setup, when the strategy's CheckpointIO is known
-        self._saved_at_epoch_end = -1  # the global step of the last epoch-end save of last.ckpt
-        self._saved_epoch = -1  # and its epoch
+        self._saved_at_epoch_end = (-1, -1)  # (epoch, global step) of the last epoch-end save of last.ckpt
 
     def _generate_state_key(self, **kwargs) -> str:
         # ModelCheckpoint's own key: a run checkpointed by a plain ModelCheckpoint (dtrain before
@@ -142,18 +141,18 @@ class AtomicCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._last_only and not self._should_skip_saving_checkpoint(trainer) and not _last_epoch(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._saved_at_epoch_end, self._saved_epoch = trainer.global_step, trainer.current_epoch
+            self._saved_at_epoch_end = (trainer.current_epoch, trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        if self._last_only and (self._last_global_step_saved != step or self._saved_at_epoch_end == step):
+        if self._last_only and (self._last_global_step_saved != step or self._saved_at_epoch_end[1] == step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
 
     def last_saved_at_this_epoch_end(self, trainer) -> Path | None:
         """last.ckpt, if this callback has just written it (as one file) at the end of the
         trainer's current epoch: what a later callback can hand on without saving the run again."""
-        if self._saved_at_epoch_end != trainer.global_step or self._saved_epoch != trainer.current_epoch or not self.last_model_path:
+        if self._saved_at_epoch_end != (trainer.current_epoch, trainer.global_step) or not self.last_model_path:
             return None
         path = Path(self.last_model_path)
         return path if path.is_file() else None

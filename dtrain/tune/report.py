@@ -35,17 +35,21 @@ class TuneReport(Checkpoint):
         self.reports, self.seconds = 0, 0.0
         self.last: dict = {}
         self._pending: dict | None = None  # the metrics of a validation reported when its epoch ends
+        self._active = False  # inside a Ray trial: decided once, at set-up
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._active = self._in_ray()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         # Counted before any checkpoint of this validation is saved (the best one at its end, last.ckpt
         # at the epoch's end, the report's): each knows it came with report n, and a resumed or retried
         # trial counts on from there. The trial's own count: Tune's training_iteration restarts from
         # the sweep state it last saved, so after a killed driver it can lag behind the checkpoint.
-        if not trainer.sanity_checking and self._in_ray():
+        if not trainer.sanity_checking and self._active:
             self.reports += 1
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self._in_ray():
+        if trainer.sanity_checking or not self._active:
             return
         start = time.perf_counter()
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
